@@ -1,0 +1,26 @@
+//! The runtime seam: everything Connect's servers need from the executor, in one place.
+//!
+//! Gateways and routers are thread-per-core: one single-threaded executor per shard, each with its
+//! own `SO_REUSEPORT` listener, no work stealing and no locks on the hot path. This crate holds the
+//! thin glue between that model and glommio (io_uring), so that the protocol crates stay free of
+//! I/O and a second executor (epoll, for hosts that deny io_uring) can later slot in here.
+//!
+//! # Layout
+//! - [`shards`]: start one pinned executor per shard and join them.
+//! - [`listen`]: bind `SO_REUSEPORT` listeners up front, so bind errors surface before start-up.
+//! - [`io`]: a shared-ownership TCP stream whose read and write halves live in different tasks,
+//!   and reads into a per-shard scratch buffer (no read buffer is held by an idle connection).
+//! - [`outbox`]: a batching write buffer drained by one writer task (many frames per syscall).
+//! - [`signal`]: a one-waiter wake-up flag, cheaper than a channel.
+//! - [`backoff`]: jittered exponential backoff (pure, time passed in).
+//! - [`clock`]: wall-clock milliseconds for timestamps.
+
+pub mod backoff;
+pub mod clock;
+pub mod io;
+pub mod listen;
+pub mod outbox;
+pub mod shards;
+pub mod signal;
+
+pub use glommio;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine (Debian's redis-server),
+# checks formatting and lints, builds the binaries and runs every test. Tests start their own
+# redis-server instances on free loopback ports and stop them when they finish.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server (Debian package)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build --bins"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace -- --test-threads "${CONNECT_TEST_THREADS:-4}"
