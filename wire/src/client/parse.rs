@@ -1,0 +1,187 @@
+//! [`parse_client`]: one client text frame into a [`ClientMessage`] or a [`ClientError`].
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::{ClientError, ClientMessage, ErrorCode, MAX_ENVELOPE_OVERHEAD, MAX_ID_LEN};
+use crate::user::valid_user_id;
+
+/// The top-level fields, each kept as raw JSON so that one bad field does not hide the others
+/// (in particular the `id`, which errors echo). A field present with any value, `null`
+/// included, is `Some`.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct Envelope<'a> {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    ty: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    body: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// Parses one client text frame.
+///
+/// `max_body` bounds the raw JSON text of `body` ([`super::DEFAULT_MAX_BODY`] by default); a
+/// frame longer than `max_body + MAX_ENVELOPE_OVERHEAD` is rejected with
+/// [`ErrorCode::TooLarge`] without being parsed. Errors carry the message's `id` whenever it
+/// was readable and valid. Checks, in order: JSON object ([`ErrorCode::BadJson`]), `type`
+/// ([`ErrorCode::BadRequest`] if missing or not a string, [`ErrorCode::UnknownType`] if not
+/// `"send"`), `id` (string or number of at most [`MAX_ID_LEN`] bytes, else
+/// [`ErrorCode::BadRequest`]), `to` ([`ErrorCode::BadRequest`] if missing or not a string,
+/// [`ErrorCode::InvalidUser`] if not a valid user id), `body` ([`ErrorCode::BadRequest`] if
+/// missing, [`ErrorCode::TooLarge`] if over `max_body`).
+pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, ClientError<'_>> {
+    if text.len() > max_body.saturating_add(MAX_ENVELOPE_OVERHEAD) {
+        return Err(ClientError::new(
+            None,
+            ErrorCode::TooLarge,
+            format!("message of {} bytes is too large", text.len()),
+        ));
+    }
+    // Structs also deserialize from JSON arrays; only objects are messages.
+    if !text.trim_start().starts_with('{') {
+        return Err(ClientError::new(
+            None,
+            ErrorCode::BadJson,
+            "expected a JSON object",
+        ));
+    }
+    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        let code = if e.is_data() {
+            // An object that serde rejects for its content: a duplicate field.
+            ErrorCode::BadRequest
+        } else {
+            ErrorCode::BadJson
+        };
+        ClientError::new(None, code, e.to_string())
+    })?;
+
+    let id = env.id.filter(|raw| valid_id(raw));
+
+    let Some(ty) = env.ty else {
+        return Err(ClientError::new(
+            id,
+            ErrorCode::BadRequest,
+            "missing field `type`",
+        ));
+    };
+    let Some(ty) = json_string(ty) else {
+        return Err(ClientError::new(
+            id,
+            ErrorCode::BadRequest,
+            "field `type` must be a string",
+        ));
+    };
+    if ty != "send" {
+        return Err(ClientError::new(
+            id,
+            ErrorCode::UnknownType,
+            "unknown message type (expected \"send\")",
+        ));
+    }
+
+    if env.id.is_none() {
+        return Err(ClientError::new(
+            None,
+            ErrorCode::BadRequest,
+            "missing field `id`",
+        ));
+    }
+    let Some(id) = id else {
+        return Err(ClientError::new(
+            None,
+            ErrorCode::BadRequest,
+            format!("field `id` must be a string or number of at most {MAX_ID_LEN} bytes"),
+        ));
+    };
+
+    let Some(to) = env.to else {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadRequest,
+            "missing field `to`",
+        ));
+    };
+    let to = match json_string(to) {
+        None => {
+            return Err(ClientError::new(
+                Some(id),
+                ErrorCode::BadRequest,
+                "field `to` must be a string",
+            ))
+        }
+        Some(JsonStr::Plain(to)) if valid_user_id(to) => to,
+        Some(JsonStr::Escaped(to)) if valid_user_id(&to) => {
+            return Err(ClientError::new(
+                Some(id),
+                ErrorCode::InvalidUser,
+                "field `to` must be written without escape sequences",
+            ))
+        }
+        Some(_) => {
+            return Err(ClientError::new(
+                Some(id),
+                ErrorCode::InvalidUser,
+                "field `to` must be 1 to 128 characters of [A-Za-z0-9._@+:-]",
+            ))
+        }
+    };
+
+    let Some(body) = env.body else {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadRequest,
+            "missing field `body`",
+        ));
+    };
+    if body.get().len() > max_body {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::TooLarge,
+            format!(
+                "body of {} bytes exceeds the limit of {max_body} bytes",
+                body.get().len()
+            ),
+        ));
+    }
+    Ok(ClientMessage::Send { id, to, body })
+}
+
+/// A client id is a JSON string or number of at most [`MAX_ID_LEN`] bytes of raw text.
+fn valid_id(raw: &RawValue) -> bool {
+    let s = raw.get();
+    s.len() <= MAX_ID_LEN && matches!(s.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+}
+
+/// A JSON string's value: borrowed when it has no escape sequences, decoded otherwise.
+enum JsonStr<'a> {
+    Plain(&'a str),
+    Escaped(String),
+}
+
+impl PartialEq<&str> for JsonStr<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        match self {
+            JsonStr::Plain(s) => s == other,
+            JsonStr::Escaped(s) => s == other,
+        }
+    }
+}
+
+/// `Some` if `raw` is a JSON string. RawValue has already validated the JSON, so a string
+/// without a backslash is exactly the text between its quotes.
+fn json_string(raw: &RawValue) -> Option<JsonStr<'_>> {
+    let s = raw.get();
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(JsonStr::Plain(inner));
+    }
+    serde_json::from_str::<String>(s).ok().map(JsonStr::Escaped)
+}
