@@ -10,7 +10,7 @@
 //!
 //! * [`claims`]: [`Claims`] and the subject syntax.
 //! * [`jwt`]: [`sign_hs256`], [`verify_hs256`], [`dev_token`].
-//! * [`error`]: [`AuthError`].
+//! * [`error`]: the [`AuthError`] enum.
 
 pub mod claims;
 pub mod error;
