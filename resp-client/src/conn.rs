@@ -1,0 +1,395 @@
+//! The glommio glue: the state shared by a [`crate::Client`]'s clones and the one background
+//! task that connects, writes, reads, times out and reconnects.
+//!
+//! The task runs one connection at a time as three loops raced in the same task: the writer
+//! (takes the whole shared write buffer and writes it in one go, so commands queued by many
+//! tasks between two writes share one syscall), the reader (decodes replies and hands each to
+//! the oldest pending request), and the watchdog (sleeps until the oldest request's deadline).
+//! The first loop to end names the cause; every pending request is failed with it and the task
+//! reconnects after a jittered backoff.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use futures_lite::future::or;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use crate::backoff::Backoff;
+use crate::client::{Slot, Stats};
+use crate::codec::{encode_command, Decoder};
+use crate::pipeline::Pipeline;
+use crate::{Config, Error, Reply};
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub state: RefCell<State>,
+}
+
+pub(crate) struct State {
+    pub connected: bool,
+    shutdown: bool,
+    pub pipeline: Pipeline<Slot>,
+    /// Encoded commands not yet handed to the writer. Every command in it has its slot in
+    /// `pipeline`, behind the slots of the commands already written.
+    pub wbuf: BytesMut,
+    /// The background task, when it waits for state to change (new commands, shutdown).
+    driver: Option<Waker>,
+    /// Tasks in [`crate::Client::wait_connected`].
+    connect_waiters: Vec<Waker>,
+    connects: u64,
+    connect_errors: u64,
+}
+
+impl State {
+    /// `Ok` if `n` more requests may be queued now.
+    pub fn admit(&self, n: usize) -> Result<(), Error> {
+        if self.shutdown {
+            return Err(Error::Closed);
+        }
+        if !self.connected {
+            return Err(Error::Disconnected);
+        }
+        self.pipeline.check_room(n)
+    }
+
+    pub fn wake_driver(&mut self) {
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+
+    fn park_driver(&mut self, cx: &Context<'_>) {
+        match &self.driver {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.driver = Some(cx.waker().clone()),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connected: self.connected,
+            in_flight: self.pipeline.len(),
+            reconnects: self.connects.saturating_sub(1),
+            connect_errors: self.connect_errors,
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        let pipeline = Pipeline::new(config.command_timeout, config.max_in_flight);
+        Shared {
+            config,
+            state: RefCell::new(State {
+                connected: false,
+                shutdown: false,
+                pipeline,
+                wbuf: BytesMut::new(),
+                driver: None,
+                connect_waiters: Vec::new(),
+                connects: 0,
+                connect_errors: 0,
+            }),
+        }
+    }
+
+    pub fn shut_down(&self) {
+        let mut st = self.state.borrow_mut();
+        st.shutdown = true;
+        st.wake_driver();
+    }
+
+    pub fn poll_connected(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut st = self.state.borrow_mut();
+        if st.connected {
+            return Poll::Ready(());
+        }
+        if !st.connect_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            st.connect_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Resolves once the client is shut down.
+    async fn shutdown_signal(&self) {
+        poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.shutdown {
+                Poll::Ready(())
+            } else {
+                st.park_driver(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The background task: connect, serve, fail what was pending, back off, repeat.
+pub(crate) async fn run(shared: Rc<Shared>) {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (Rc::as_ptr(&shared) as u64);
+    let cfg = &shared.config;
+    let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max, seed);
+    loop {
+        let attempt = or(async { Some(connect(cfg).await) }, async {
+            shared.shutdown_signal().await;
+            None
+        })
+        .await;
+        let cause = match attempt {
+            None => break,
+            Some(Err(reason)) => {
+                shared.state.borrow_mut().connect_errors += 1;
+                tracing::warn!(addr = %cfg.addr, %reason, "Redis connection attempt failed");
+                reason
+            }
+            Some(Ok(stream)) => {
+                backoff.reset();
+                let waiters = {
+                    let mut st = shared.state.borrow_mut();
+                    st.connected = true;
+                    st.connects += 1;
+                    std::mem::take(&mut st.connect_waiters)
+                };
+                waiters.into_iter().for_each(Waker::wake);
+                tracing::info!(addr = %cfg.addr, "connected to Redis");
+                let cause = serve(&shared, stream).await;
+                let failed = {
+                    let mut st = shared.state.borrow_mut();
+                    st.connected = false;
+                    st.wbuf.clear();
+                    let rest = if st.shutdown {
+                        Error::Closed
+                    } else {
+                        Error::ConnectionLost
+                    };
+                    st.pipeline.fail_all(cause.clone(), rest, Instant::now())
+                };
+                for (slot, err) in failed {
+                    slot.complete(Err(err));
+                }
+                if shared.state.borrow().shutdown {
+                    break;
+                }
+                tracing::warn!(addr = %cfg.addr, %cause, "Redis connection reset");
+                cause.to_string()
+            }
+        };
+        let delay = backoff.next_delay();
+        tracing::debug!(addr = %cfg.addr, ?delay, %cause, "reconnecting to Redis after backoff");
+        let stop = or(
+            async {
+                glommio::timer::sleep(delay).await;
+                false
+            },
+            async {
+                shared.shutdown_signal().await;
+                true
+            },
+        )
+        .await;
+        if stop {
+            break;
+        }
+    }
+    tracing::debug!(addr = %cfg.addr, "Redis client shut down");
+}
+
+/// Connects, sends `AUTH`/`SELECT` if configured and checks their replies, all within
+/// `connect_timeout`.
+async fn connect(cfg: &Config) -> Result<TcpStream, String> {
+    let timeout = cfg.connect_timeout.max(Duration::from_millis(1));
+    let addr = resolve(&cfg.addr)?;
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+    let late = async {
+        glommio::timer::sleep(timeout).await;
+        Err(format!("handshake took over {timeout:?}"))
+    };
+    or(handshake(cfg, stream), late).await
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("resolve {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("resolve {addr:?}: no address"))
+}
+
+async fn handshake(cfg: &Config, mut stream: TcpStream) -> Result<TcpStream, String> {
+    let mut out = BytesMut::new();
+    let mut expected = 0;
+    if let Some(password) = &cfg.password {
+        match &cfg.username {
+            Some(user) => {
+                encode_command(&mut out, &[b"AUTH", user.as_bytes(), password.as_bytes()])
+            }
+            None => encode_command(&mut out, &[b"AUTH", password.as_bytes()]),
+        }
+        expected += 1;
+    }
+    if cfg.db != 0 {
+        let db = crate::Int::from(i64::from(cfg.db));
+        encode_command(&mut out, &[b"SELECT", db.as_ref()]);
+        expected += 1;
+    }
+    if expected == 0 {
+        return Ok(stream);
+    }
+    futures_lite::AsyncWriteExt::write_all(&mut stream, &out)
+        .await
+        .map_err(|e| format!("handshake write: {e}"))?;
+    let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len);
+    let mut rbuf = BytesMut::new();
+    let mut scratch = [0u8; 512];
+    while expected > 0 {
+        match dec
+            .decode(&mut rbuf)
+            .map_err(|e| format!("handshake: {e}"))?
+        {
+            Some(Reply::Error(e)) => {
+                return Err(format!(
+                    "handshake rejected: {}",
+                    String::from_utf8_lossy(&e)
+                ))
+            }
+            Some(_) => expected -= 1,
+            None => {
+                let n = futures_lite::AsyncReadExt::read(&mut stream, &mut scratch)
+                    .await
+                    .map_err(|e| format!("handshake read: {e}"))?;
+                if n == 0 {
+                    return Err("connection closed during handshake".into());
+                }
+                rbuf.extend_from_slice(&scratch[..n]);
+            }
+        }
+    }
+    if !rbuf.is_empty() {
+        return Err("unexpected bytes after handshake replies".into());
+    }
+    Ok(stream)
+}
+
+/// Runs one established connection until it fails; returns the cause.
+async fn serve(shared: &Shared, stream: TcpStream) -> Error {
+    let stream = RefCell::new(stream);
+    let io = or(read_loop(shared, &stream), write_loop(shared, &stream));
+    let control = or(watchdog(shared), async {
+        shared.shutdown_signal().await;
+        Error::Closed
+    });
+    or(io, control).await
+}
+
+async fn write_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
+    let mut out = BytesMut::new();
+    loop {
+        poll_fn(|cx| {
+            let mut st = shared.state.borrow_mut();
+            if st.wbuf.is_empty() {
+                st.park_driver(cx);
+                Poll::Pending
+            } else {
+                std::mem::swap(&mut out, &mut st.wbuf);
+                Poll::Ready(())
+            }
+        })
+        .await;
+        while !out.is_empty() {
+            let written =
+                poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &out)).await;
+            match written {
+                Ok(0) => return Error::ConnectionLost,
+                Ok(n) => out.advance(n),
+                Err(e) => {
+                    tracing::debug!(error = %e, "Redis write failed");
+                    return Error::ConnectionLost;
+                }
+            }
+        }
+        out.clear();
+    }
+}
+
+async fn read_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
+    let cfg = &shared.config;
+    let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scratch = vec![0u8; READ_CHUNK];
+    loop {
+        loop {
+            match dec.decode(&mut rbuf) {
+                Ok(Some(reply)) => {
+                    let slot = shared.state.borrow_mut().pipeline.on_reply();
+                    match slot {
+                        Some(slot) => slot.complete(Ok(reply)),
+                        None => {
+                            return Error::Protocol(
+                                "a reply arrived with no request pending".into(),
+                            )
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return e,
+            }
+        }
+        let read =
+            poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut scratch)).await;
+        match read {
+            Ok(0) => return Error::ConnectionLost,
+            Ok(n) => rbuf.extend_from_slice(&scratch[..n]),
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis read failed");
+                return Error::ConnectionLost;
+            }
+        }
+    }
+}
+
+/// Ends with [`Error::Timeout`] once the oldest pending request is past its deadline.
+async fn watchdog(shared: &Shared) -> Error {
+    loop {
+        let next = shared.state.borrow().pipeline.next_deadline();
+        match next {
+            None => {
+                poll_fn(|cx| {
+                    let mut st = shared.state.borrow_mut();
+                    if st.pipeline.is_empty() {
+                        st.park_driver(cx);
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(())
+                    }
+                })
+                .await
+            }
+            Some(deadline) => {
+                let now = Instant::now();
+                if deadline <= now {
+                    return Error::Timeout;
+                }
+                glommio::timer::sleep(deadline - now).await;
+            }
+        }
+    }
+}
