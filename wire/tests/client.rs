@@ -287,3 +287,34 @@ fn message_round_trip_preserves_body() {
     let ClientMessage::Send { body, .. } = parse_client(&fwd, MAX).unwrap();
     assert_eq!(body.get(), s);
 }
+
+#[test]
+fn unpaired_surrogate_escapes_refused() {
+    // serde_json's raw scanner accepts these, strict parsers do not: never forward them.
+    for body in [
+        r#""\ud800""#,
+        r#""\udc00""#,
+        r#"{"k":"a\uD83Db"}"#,
+        r#"["\ud83d\u0041"]"#,
+        r#""\ud83d\\""#,
+    ] {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        assert_eq!(
+            err(&text),
+            (Some(r#""c""#.into()), ErrorCode::BadJson),
+            "{body}"
+        );
+    }
+    for body in [
+        r#""\ud83d\ude00""#,
+        r#""\uD83D\uDE00 \u00e9 \\u \"""#,
+        r#""\\ud800""#,
+    ] {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        assert_eq!(got.get(), body);
+        let _: Value = serde_json::from_str(got.get()).unwrap();
+    }
+    let text = r#"{"type":"send","id":"\udfff","to":"bob","body":1}"#;
+    assert_eq!(err(text), (None, ErrorCode::BadRequest));
+}

@@ -63,7 +63,9 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
         ClientError::new(None, code, e.to_string())
     })?;
 
-    let id = env.id.filter(|raw| valid_id(raw));
+    let id = env
+        .id
+        .filter(|raw| valid_id(raw) && unicode_escapes_valid(raw.get()));
 
     let Some(ty) = env.ty else {
         return Err(ClientError::new(
@@ -141,6 +143,13 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
             "missing field `body`",
         ));
     };
+    if !unicode_escapes_valid(body.get()) {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadJson,
+            "field `body` contains an unpaired UTF-16 surrogate escape",
+        ));
+    }
     if body.get().len() > max_body {
         return Err(ClientError::new(
             Some(id),
@@ -158,6 +167,53 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
 fn valid_id(raw: &RawValue) -> bool {
     let s = raw.get();
     s.len() <= MAX_ID_LEN && matches!(s.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+}
+
+/// Whether every `\uXXXX` escape in already-validated JSON text forms a Unicode scalar value:
+/// no unpaired surrogates. serde_json's raw-value scanner lets `"\ud800"` through, but strict
+/// parsers on the receiving side (serde_json's own `Value`, for one) refuse it, so a body with
+/// one would be undeliverable to them.
+fn unicode_escapes_valid(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'\\'))
+    {
+        i += off;
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2; // a two-character escape
+            continue;
+        }
+        let Some(unit) = hex4(b, i + 2) else {
+            return false;
+        };
+        i += 6;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = if b.get(i) == Some(&b'\\') && b.get(i + 1) == Some(&b'u') {
+                    hex4(b, i + 2)
+                } else {
+                    None
+                };
+                match low {
+                    Some(0xDC00..=0xDFFF) => i += 6,
+                    _ => return false,
+                }
+            }
+            0xDC00..=0xDFFF => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u16> {
+    let digits = b.get(at..at + 4)?;
+    digits.iter().try_fold(0u16, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(acc << 4 | v as u16)
+    })
 }
 
 /// A JSON string's value: borrowed when it has no escape sequences, decoded otherwise.
