@@ -1,1 +1,121 @@
-fn main() {}
+//! `connect`: the whole system in one process for a local run: a router and a gateway sharing
+//! the embedded `memory://` registry (or a real Redis with `--registry redis://...`). Prints the
+//! WebSocket URL and ready-to-use dev tokens, then runs until Ctrl-C.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Local all-in-one Connect.
+#[derive(Parser, Debug)]
+#[command(name = "connect", version, about)]
+struct Args {
+    /// Client WebSocket listen address.
+    #[arg(long, env = "CONNECT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Router listen address (gateways of other processes may join it).
+    #[arg(long, env = "CONNECT_ROUTER_LISTEN", default_value = "127.0.0.1:7100")]
+    router_listen: SocketAddr,
+    /// Gateway internal listen address (shard i: port+i; 0 = any free ports).
+    #[arg(long, env = "CONNECT_INTERNAL_LISTEN", default_value = "127.0.0.1:0")]
+    internal_listen: SocketAddr,
+    /// Session registry: memory:// (embedded) or redis://host:port[/db].
+    #[arg(long, env = "CONNECT_REGISTRY", default_value = "memory://")]
+    registry: String,
+    /// JWT secret (default: a random one, printed tokens use it).
+    #[arg(long, env = "CONNECT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Shards per role (default: one per core).
+    #[arg(long, env = "CONNECT_SHARDS")]
+    shards: Option<usize>,
+    /// Users to print dev tokens for.
+    #[arg(long, value_delimiter = ',', default_value = "alice,bob")]
+    dev_users: Vec<String>,
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask calls on a zeroed set; the threads spawned later inherit the
+    // mask, so SIGINT/SIGTERM are taken only by `sigwait` below.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONNECT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let secret = a.jwt_secret.clone().unwrap_or_else(|| {
+        format!(
+            "dev-{:016x}{:016x}",
+            runtime::clock::random_u64(),
+            runtime::clock::random_u64()
+        )
+    });
+    let shards = a.shards.unwrap_or_else(gateway::config::default_shards);
+    let signals = block_signals();
+
+    let mut rc = router::Config::new(a.router_listen, &a.registry, shards);
+    rc.pin = false;
+    let router = router::Router::start(rc)?;
+
+    let gw_args = gateway::Args::try_parse_from([
+        "gateway",
+        "--listen",
+        &a.listen.to_string(),
+        "--internal-listen",
+        &a.internal_listen.to_string(),
+        "--router",
+        &router.addr.to_string(),
+        "--registry",
+        &a.registry,
+        "--jwt-secret",
+        &secret,
+        "--shards",
+        &shards.to_string(),
+    ])?;
+    let mut gc = match gw_args.validate() {
+        Ok(c) => c,
+        Err(errors) => anyhow::bail!("{}", errors.join("; ")),
+    };
+    gc.pin = false;
+    let gw = gateway::Gateway::start(gc)?;
+
+    let url = format!("ws://{}/ws", gw.client_addr);
+    let now = runtime::clock::unix_secs();
+    println!(
+        "Connect is running: router {}, registry {}",
+        router.addr, a.registry
+    );
+    println!("WebSocket URL: {url}  (token in ?token= or Authorization: Bearer)");
+    println!("Health:        http://{}/healthz", gw.client_addr);
+    for u in &a.dev_users {
+        let t = auth::dev_token(secret.as_bytes(), u, 24 * 3600, now);
+        println!("{u:>6}: {url}?token={t}");
+    }
+    println!(
+        "Try:  websocat '{url}?token=...'  then type {{\"type\":\"send\",\"id\":1,\"to\":\"bob\",\"body\":\"hi\"}}"
+    );
+    println!("Ctrl-C stops.");
+
+    let mut sig: libc::c_int = 0;
+    // SAFETY: waits for one of the signals blocked above.
+    unsafe {
+        libc::sigwait(&signals, &mut sig);
+    }
+    eprintln!("signal {sig}: stopping");
+    std::process::exit(0);
+}

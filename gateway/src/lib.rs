@@ -1,1 +1,114 @@
-//! gateway
+//! The Connect gateway: holds clients' WebSocket connections, registers their sessions in the
+//! session registry and exchanges messages with routers.
+//!
+//! Thread-per-core: each shard (one glommio executor per core) accepts its share of clients from
+//! an `SO_REUSEPORT` listener, owns those connections outright, keeps its own registry client,
+//! its own links to every router and its own internal port on which routers deliver messages
+//! for its sessions. Nothing on the message path crosses shards or takes a lock.
+//!
+//! # Layout
+//! - [`config`]: flags, environment variables, defaults and validation.
+//! - [`http`]: pure HTTP/1.1 request-head parsing and responses for the upgrade.
+//! - `ws`: the per-connection WebSocket adapter over tungstenite (sans-I/O buffers).
+//! - `client`: one client connection: handshake, auth, registration, reads, sends.
+//! - `shard`: per-shard state: sessions, pending sends awaiting an ack, timers.
+//! - `uplink`: this shard's links to the routers (sends out, acks in).
+//! - `downlink`: routers' links to this shard (deliveries in, results out).
+
+pub mod config;
+pub mod http;
+
+mod client;
+mod downlink;
+mod shard;
+mod uplink;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+pub use config::{Args, Config};
+
+/// Errors starting a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound (address in use, no permission). Fatal at start-up.
+    #[error("binding {what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An executor could not start (io_uring denied, memlock too low). Fatal at start-up.
+    #[error("starting shards: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// The bound client address (the real port when 0 was asked for).
+    pub client_addr: SocketAddr,
+    /// Each shard's bound internal address, in shard order.
+    pub internal_addrs: Vec<SocketAddr>,
+    shards: runtime::shards::Shards,
+}
+
+impl Gateway {
+    /// Binds all listeners, then starts the shards.
+    pub fn start(config: Config) -> Result<Gateway, Error> {
+        let (client_addr, client_listeners) = runtime::listen::shared(config.listen, config.shards)
+            .map_err(|source| Error::Bind {
+                what: "client listener",
+                addr: config.listen,
+                source,
+            })?;
+        let internal = runtime::listen::per_shard(config.internal_listen, config.shards).map_err(
+            |source| Error::Bind {
+                what: "internal listener",
+                addr: config.internal_listen,
+                source,
+            },
+        )?;
+        let internal_addrs: Vec<SocketAddr> = internal.iter().map(|(a, _)| *a).collect();
+        // Each shard takes its own pair of listeners out of this table when it starts.
+        let per_shard: Vec<_> = client_listeners
+            .into_iter()
+            .zip(internal)
+            .map(|(c, (a, n))| Some((c, n, a.port())))
+            .collect();
+        let per_shard = Arc::new(Mutex::new(per_shard));
+        let config = Arc::new(config);
+        let cfg = config.clone();
+        let shards = runtime::shards::Shards::spawn("gateway", config.shards, config.pin, {
+            move |i| {
+                let taken = per_shard.lock().ok().and_then(|mut v| v[i].take());
+                async move {
+                    if let Some((client, internal, port)) = taken {
+                        shard::run(i as u16, cfg, client, internal, port).await;
+                    }
+                }
+            }
+        })
+        .map_err(Error::Runtime)?;
+        tracing::info!(
+            client = %client_addr,
+            internal = ?internal_addrs,
+            instance = %config.instance_id,
+            shards = config.shards,
+            "gateway started"
+        );
+        Ok(Gateway {
+            client_addr,
+            internal_addrs,
+            shards,
+        })
+    }
+
+    /// Waits for the shards to end (they run until the process exits).
+    pub fn join(self) -> std::io::Result<()> {
+        self.shards.join()
+    }
+}

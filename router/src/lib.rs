@@ -1,1 +1,82 @@
-//! router
+//! The Connect router (the design's Messaging Service): takes sends from gateways, looks the
+//! recipient's sessions up in the registry and forwards each message to the gateway shards that
+//! hold them, then reports one outcome per send back to the sender's gateway.
+//!
+//! Thread-per-core like the gateway: each shard owns the gateway links it accepted, its own
+//! registry client and its own outgoing links to gateway shards.
+//!
+//! # Layout
+//! - [`config`]: flags, environment variables, defaults and validation.
+//! - `inbound`: links from gateways: sends in (lookups pipelined, order kept), acks out.
+//! - `peers`: links to gateway shards: deliveries out, results in; reconnect and timeouts.
+//! - `shard`: per-shard state: forwards awaiting results and their aggregation into one ack.
+
+pub mod config;
+
+mod inbound;
+mod peers;
+mod shard;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+pub use config::{Args, Config};
+
+/// Errors starting a router.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener could not be bound. Fatal at start-up.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An executor could not start (io_uring denied, memlock too low). Fatal at start-up.
+    #[error("starting shards: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running router.
+pub struct Router {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    shards: runtime::shards::Shards,
+}
+
+impl Router {
+    /// Binds the listener, then starts the shards.
+    pub fn start(config: Config) -> Result<Router, Error> {
+        let (addr, listeners) =
+            runtime::listen::shared(config.listen, config.shards).map_err(|source| {
+                Error::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+        let listeners = Arc::new(Mutex::new(
+            listeners.into_iter().map(Some).collect::<Vec<_>>(),
+        ));
+        let config = Arc::new(config);
+        let cfg = config.clone();
+        let shards = runtime::shards::Shards::spawn("router", config.shards, config.pin, {
+            move |i| {
+                let l = listeners.lock().ok().and_then(|mut v| v[i].take());
+                async move {
+                    if let Some(l) = l {
+                        shard::run(i as u16, cfg, l).await;
+                    }
+                }
+            }
+        })
+        .map_err(Error::Runtime)?;
+        tracing::info!(%addr, shards = config.shards, "router started");
+        Ok(Router { addr, shards })
+    }
+
+    /// Waits for the shards to end (they run until the process exits).
+    pub fn join(self) -> std::io::Result<()> {
+        self.shards.join()
+    }
+}

@@ -1,0 +1,442 @@
+//! One client connection: HTTP upgrade with JWT auth, session registration, then the WebSocket
+//! read loop. Each connection has two tasks: this reader and the outbox writer.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::Timer;
+use registry::SessionEntry;
+use runtime::io::Stream;
+use runtime::outbox::{Outbox, PushError};
+use serde_json::value::RawValue;
+use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role};
+use tungstenite::{Message, WebSocket};
+use wire::client::{self as cj, ClientMessage, ErrorCode};
+use wire::frame::AckStatus;
+
+use crate::http;
+use crate::shard::Shard;
+use crate::ws::{self, Io};
+
+/// A client must finish its HTTP upgrade request within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clock skew tolerated on `exp`/`nbf`.
+const JWT_LEEWAY_SECS: u64 = 30;
+/// Buffers above this are released once drained, so idle connections hold no memory.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// A live client session on this shard.
+pub struct Conn {
+    pub session: u64,
+    pub entry: SessionEntry,
+    ws: RefCell<WebSocket<Io>>,
+    outbox: Rc<Outbox>,
+    stream: Stream,
+    seq: Cell<u64>,
+    uplink: usize,
+    pub last_rx: Cell<Instant>,
+    closing: Cell<bool>,
+}
+
+impl Conn {
+    /// Queues a text frame; false if the connection is closing or its queue is full (then it
+    /// is dropped as a slow consumer: memory stays bounded).
+    pub fn send_text(&self, payload: &[u8]) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        match self.outbox.push(|b| ws::encode_text_frame(b, payload)) {
+            Ok(()) => true,
+            Err(PushError::Full) => {
+                tracing::info!(
+                    session = self.session,
+                    "slow consumer: send queue full, disconnecting"
+                );
+                self.abort();
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// Sends the ack of one client send.
+    pub fn send_ack(&self, shard: &Shard, id: &RawValue, status: AckStatus, reason: Option<&str>) {
+        let mut s = shard.scratch.borrow_mut();
+        s.clear();
+        cj::encode_ack(&mut s, id, status, reason);
+        self.send_text(&s);
+    }
+
+    fn send_error(&self, shard: &Shard, id: Option<&RawValue>, code: ErrorCode, message: &str) {
+        let mut s = shard.scratch.borrow_mut();
+        s.clear();
+        cj::encode_error(&mut s, id, code, message);
+        self.send_text(&s);
+    }
+
+    /// Queues a ping (keeps NAT mappings alive and detects dead phones).
+    pub fn send_ping(&self) {
+        if !self.closing.get() {
+            let _ = self.outbox.push(|b| ws::encode_frame(b, 0x89, b""));
+        }
+    }
+
+    /// Drops the connection now, without a close handshake.
+    pub fn abort(&self) {
+        self.closing.set(true);
+        self.outbox.close();
+        self.stream.shutdown();
+    }
+
+    /// Starts a close handshake with `code`; the reader ends when it completes or the peer goes.
+    fn close(&self, code: CloseCode, reason: &str) {
+        if self.closing.replace(true) {
+            return;
+        }
+        let mut ws = self.ws.borrow_mut();
+        let _ = ws.close(Some(CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        }));
+        let _ = ws.flush();
+        drop(ws);
+        self.outbox.close();
+    }
+}
+
+/// Races `fut` against a timer.
+async fn with_timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        Timer::new(d).await;
+        None
+    })
+    .await
+}
+
+/// Accepts clients on this shard's share of the client port.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(tcp) => {
+                glommio::spawn_local(serve(shard.clone(), tcp)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                Timer::new(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn respond(stream: &Stream, status: u16, reason: &str, body: &str, extra: &[(&str, &str)]) {
+    let mut out = Vec::with_capacity(256);
+    http::response(
+        &mut out,
+        status,
+        reason,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        extra,
+    );
+    let _ = with_timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
+}
+
+async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
+    let stream = Stream::new(tcp);
+    let mut head = BytesMut::new();
+    let parsed = with_timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            let n = stream.read_with(|b| head.extend_from_slice(b)).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            match http::parse_request(&head, http::DEFAULT_MAX_HEAD) {
+                Ok(Some(r)) => return Some(Ok(r)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    })
+    .await
+    .flatten();
+    let (req, consumed) = match parsed {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            let (status, reason) = match e {
+                http::HttpError::TooLarge => (431, "Request Header Fields Too Large"),
+                _ => (400, "Bad Request"),
+            };
+            respond(&stream, status, reason, &format!("{e}\n"), &[]).await;
+            return;
+        }
+        None => return,
+    };
+    if req.method != http::Method::Get {
+        respond(
+            &stream,
+            405,
+            "Method Not Allowed",
+            "GET only\n",
+            &[("Allow", "GET")],
+        )
+        .await;
+        return;
+    }
+    match req.path.as_str() {
+        "/healthz" => {
+            respond(&stream, 200, "OK", "ok\n", &[]).await;
+            return;
+        }
+        "/ws" => {}
+        _ => {
+            respond(&stream, 404, "Not Found", "not found\n", &[]).await;
+            return;
+        }
+    }
+    let Some(token) = req.token.as_deref() else {
+        respond(
+            &stream,
+            401,
+            "Unauthorized",
+            "missing token\n",
+            &[("WWW-Authenticate", "Bearer")],
+        )
+        .await;
+        return;
+    };
+    let claims = match auth::verify_hs256(
+        &shard.cfg.jwt_secret,
+        token,
+        runtime::clock::unix_secs(),
+        JWT_LEEWAY_SECS,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            let body = format!("invalid token: {e}\n");
+            respond(
+                &stream,
+                401,
+                "Unauthorized",
+                &body,
+                &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+            )
+            .await;
+            return;
+        }
+    };
+    if !wire::user::valid_user_id(&claims.sub) {
+        respond(
+            &stream,
+            401,
+            "Unauthorized",
+            "invalid token: bad subject\n",
+            &[],
+        )
+        .await;
+        return;
+    }
+    let (Some(key), true, true) = (req.websocket_key.as_deref(), req.is_upgrade, req.version_ok)
+    else {
+        respond(
+            &stream,
+            426,
+            "Upgrade Required",
+            "WebSocket upgrade (version 13) required\n",
+            &[("Sec-WebSocket-Version", "13")],
+        )
+        .await;
+        return;
+    };
+
+    let session = shard.new_session_id();
+    let entry = SessionEntry {
+        user: claims.sub,
+        session,
+        instance: shard.cfg.instance_id.clone(),
+        shard: shard.id,
+        addr: shard.advertise.clone(),
+    };
+    if let Err(e) = shard.registry.register(&entry, shard.cfg.session_ttl).await {
+        tracing::warn!(error = %e, user = %entry.user, "session registration failed");
+        respond(
+            &stream,
+            503,
+            "Service Unavailable",
+            "session registry unavailable, retry later\n",
+            &[("Retry-After", "2")],
+        )
+        .await;
+        return;
+    }
+
+    let outbox = Rc::new(Outbox::new(shard.cfg.client_queue, KEEP_CAPACITY));
+    let mut resp = Vec::with_capacity(200);
+    http::response_switching(&mut resp, key);
+    let _ = outbox.push(|b| b.extend_from_slice(&resp));
+    let session_hex = format!("{session:016x}");
+    {
+        let mut s = shard.scratch.borrow_mut();
+        s.clear();
+        cj::encode_welcome(&mut s, &entry.user, &session_hex, &shard.cfg.instance_id);
+        let _ = outbox.push(|b| ws::encode_text_frame(b, &s));
+    }
+    let rx = head.split_off(consumed);
+    let ws = WebSocket::from_raw_socket(
+        Io {
+            rx,
+            out: outbox.clone(),
+        },
+        Role::Server,
+        Some(ws::config(shard.cfg.max_ws_message, shard.cfg.client_queue)),
+    );
+    let uplink = (session as usize) % shard.uplinks.len().max(1);
+    let conn = Rc::new(Conn {
+        session,
+        entry,
+        ws: RefCell::new(ws),
+        outbox: outbox.clone(),
+        stream: stream.clone(),
+        seq: Cell::new(0),
+        uplink,
+        last_rx: Cell::new(Instant::now()),
+        closing: Cell::new(false),
+    });
+    shard.sessions.borrow_mut().insert(session, conn.clone());
+    tracing::debug!(session, user = %conn.entry.user, "client connected");
+
+    let writer_stream = stream.clone();
+    let writer = glommio::spawn_local(async move {
+        if let Err(e) = outbox.run_writer(&writer_stream).await {
+            tracing::debug!(error = %e, "client write failed");
+        }
+        writer_stream.shutdown();
+    });
+
+    // Bytes that arrived with the upgrade request are processed before the first read.
+    process(&shard, &conn);
+    while !conn.outbox.is_closed() {
+        let read = stream
+            .read_with(|b| conn.ws.borrow_mut().get_mut().rx.extend_from_slice(b))
+            .await;
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                conn.last_rx.set(Instant::now());
+                process(&shard, &conn);
+            }
+        }
+    }
+
+    conn.closing.set(true);
+    conn.outbox.close();
+    shard.sessions.borrow_mut().remove(&session);
+    // Let the writer flush a close frame, but never wait on a peer that stopped reading.
+    if with_timeout(Duration::from_secs(2), writer).await.is_none() {
+        conn.stream.shutdown();
+    }
+    if let Err(e) = shard.registry.unregister(&conn.entry).await {
+        tracing::warn!(error = %e, session, "session cleanup failed; its TTL will expire it");
+    }
+    tracing::debug!(session, "client disconnected");
+}
+
+/// Runs tungstenite over the bytes received so far and handles each complete message.
+fn process(shard: &Shard, conn: &Rc<Conn>) {
+    loop {
+        let res = conn.ws.borrow_mut().read();
+        match res {
+            Ok(Message::Text(text)) => handle_text(shard, conn, text.as_str()),
+            Ok(Message::Binary(_)) => conn.send_error(
+                shard,
+                None,
+                ErrorCode::BinaryUnsupported,
+                "binary frames are not supported; send JSON text frames",
+            ),
+            Ok(Message::Close(_)) => {
+                // tungstenite queued the close reply; flush it and let the writer end.
+                conn.closing.set(true);
+                let _ = conn.ws.borrow_mut().flush();
+                conn.outbox.close();
+                return;
+            }
+            Ok(_) => {} // ping (pong queued by tungstenite), pong, raw frame
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
+                conn.outbox.close();
+                return;
+            }
+            Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                let reason = format!("message of {size} bytes exceeds {max_size}");
+                return conn.close(CloseCode::Size, &reason);
+            }
+            Err(WsError::Utf8(_)) => return conn.close(CloseCode::Invalid, "invalid UTF-8"),
+            Err(WsError::Protocol(p)) => {
+                return conn.close(CloseCode::Protocol, &p.to_string());
+            }
+            Err(e) => {
+                tracing::debug!(session = conn.session, error = %e, "websocket error");
+                conn.abort();
+                return;
+            }
+        }
+    }
+    let mut ws = conn.ws.borrow_mut();
+    let _ = ws.flush();
+    let rx = &mut ws.get_mut().rx;
+    if rx.is_empty() && rx.capacity() > KEEP_CAPACITY {
+        *rx = BytesMut::new();
+    }
+}
+
+fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
+    let msg = match cj::parse_client(text, shard.cfg.max_body) {
+        Ok(m) => m,
+        Err(e) => return conn.send_error(shard, e.id, e.code, &e.message),
+    };
+    match msg {
+        ClientMessage::Send { id, to, body } => {
+            let Some(link) = shard.pick_uplink(conn.uplink) else {
+                return conn.send_ack(shard, id, AckStatus::Failed, Some("no router available"));
+            };
+            let seq = conn.seq.get() + 1;
+            conn.seq.set(seq);
+            let mut sid = [0u8; 40];
+            let sid = fmt_server_id(&mut sid, conn.session, seq);
+            let msg_id = shard.peek_msg_id();
+            let queued = {
+                let mut s = shard.scratch.borrow_mut();
+                s.clear();
+                cj::encode_message(
+                    &mut s,
+                    sid,
+                    &conn.entry.user,
+                    body,
+                    runtime::clock::unix_ms(),
+                );
+                link.send(msg_id, to, &s)
+            };
+            if queued {
+                let tracked = shard.track(conn, id, link.idx);
+                debug_assert_eq!(tracked, msg_id);
+            } else {
+                conn.send_ack(shard, id, AckStatus::Failed, Some("router link congested"));
+            }
+        }
+    }
+}
+
+/// `<session hex>-<seq>` without allocating.
+fn fmt_server_id(buf: &mut [u8; 40], session: u64, seq: u64) -> &str {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{session:016x}-{seq}");
+    let n = cur.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}

@@ -1,0 +1,303 @@
+//! Gateway configuration: CLI flags, each with a `CONNECT_*` environment variable (12-factor, for
+//! Fargate task definitions), validated all at once so an operator sees every mistake in one run.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default client port. 8080 is what ALB target groups and local tools expect for plain WS.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default internal port base for router links; shard `i` listens on `port + i`.
+pub const DEFAULT_INTERNAL_LISTEN: &str = "0.0.0.0:7200";
+/// Session TTL: long enough that refreshes (every third of it) stay cheap, short enough that a
+/// crashed gateway's users read as offline within a minute.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 60;
+/// Largest `body` a client may send: chat messages, not file transfer.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Largest WebSocket message accepted at all; above it the connection closes with 1009. Between
+/// this and the body limit a client gets an `error` reply and keeps its connection.
+pub const DEFAULT_MAX_WS_MESSAGE: usize = 1024 * 1024;
+/// How long a send may wait for the router's outcome before the client gets `failed`. Above the
+/// router's own forward timeout, so the router's answer normally wins.
+pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 10_000;
+/// Bytes queued for one client before it counts as a slow consumer and is disconnected.
+pub const DEFAULT_CLIENT_QUEUE: usize = 1024 * 1024;
+/// Ping clients silent this long; mobile NATs drop idle flows after 30-60 s.
+pub const DEFAULT_PING_INTERVAL_SECS: u64 = 25;
+/// Close clients silent this long (no data, no pong): the phone has gone away.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+
+/// Command-line flags of the `gateway` binary.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Connect gateway: holds client WebSocket connections"
+)]
+pub struct Args {
+    /// Client (WebSocket) listen address.
+    #[arg(long, env = "CONNECT_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Internal listen address for router links; shard i uses port+i (each shard its own port
+    /// when the port is 0).
+    #[arg(long, env = "CONNECT_INTERNAL_LISTEN", default_value = DEFAULT_INTERNAL_LISTEN)]
+    pub internal_listen: String,
+    /// Address routers use to reach this gateway: HOST or HOST:PORT (shard i: PORT+i). Required
+    /// when --internal-listen is a wildcard address.
+    #[arg(long, env = "CONNECT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Router addresses, comma separated.
+    #[arg(long, env = "CONNECT_ROUTER", value_delimiter = ',')]
+    pub router: Vec<String>,
+    /// Session registry: redis://host:port[/db] or memory:// (single process only).
+    #[arg(long, env = "CONNECT_REGISTRY")]
+    pub registry: Option<String>,
+    /// HS256 secret that client JWTs are signed with.
+    #[arg(long, env = "CONNECT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Session TTL in seconds (refreshed every third of it while connected).
+    #[arg(long, env = "CONNECT_SESSION_TTL", default_value_t = DEFAULT_SESSION_TTL_SECS)]
+    pub session_ttl: u64,
+    /// Executor shards (one per core by default).
+    #[arg(long, env = "CONNECT_SHARDS")]
+    pub shards: Option<usize>,
+    /// Unique id of this gateway instance (default: hostname-pid-random).
+    #[arg(long, env = "CONNECT_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Largest message body in bytes (larger sends get an error reply).
+    #[arg(long, env = "CONNECT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Largest WebSocket message in bytes (larger ones close the connection with 1009).
+    #[arg(long, env = "CONNECT_MAX_WS_MESSAGE", default_value_t = DEFAULT_MAX_WS_MESSAGE)]
+    pub max_ws_message: usize,
+    /// Milliseconds a send waits for its outcome before it is acked `failed`.
+    #[arg(long, env = "CONNECT_SEND_TIMEOUT_MS", default_value_t = DEFAULT_SEND_TIMEOUT_MS)]
+    pub send_timeout_ms: u64,
+    /// Bytes queued towards one client before it is disconnected as a slow consumer.
+    #[arg(long, env = "CONNECT_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE)]
+    pub client_queue: usize,
+    /// Seconds of client silence before the gateway pings.
+    #[arg(long, env = "CONNECT_PING_INTERVAL", default_value_t = DEFAULT_PING_INTERVAL_SECS)]
+    pub ping_interval: u64,
+    /// Seconds of client silence before the gateway closes the connection.
+    #[arg(long, env = "CONNECT_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout: u64,
+}
+
+/// Validated gateway configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub internal_listen: SocketAddr,
+    /// Host (and optional base port) written into the registry for routers to dial.
+    pub advertise_host: String,
+    pub advertise_port: Option<u16>,
+    pub routers: Vec<SocketAddr>,
+    pub registry: String,
+    pub jwt_secret: Vec<u8>,
+    pub session_ttl: Duration,
+    pub shards: usize,
+    pub instance_id: String,
+    pub max_body: usize,
+    pub max_ws_message: usize,
+    pub send_timeout: Duration,
+    pub client_queue: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    /// Pin shard i to the i-th allowed CPU.
+    pub pin: bool,
+}
+
+fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
+    match s.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Some(a),
+        Ok(None) => {
+            errors.push(format!("{what}: `{s}` resolves to no address"));
+            None
+        }
+        Err(e) => {
+            errors.push(format!("{what}: `{s}` is not a valid HOST:PORT ({e})"));
+            None
+        }
+    }
+}
+
+/// Default shard count: one per CPU this process may use.
+pub fn default_shards() -> usize {
+    runtime::shards::allowed_cpus().len().max(1)
+}
+
+/// Default instance id: unique per process start.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "gw".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    format!(
+        "{}-{}-{:04x}",
+        host,
+        std::process::id(),
+        runtime::clock::random_u64() & 0xffff
+    )
+}
+
+impl Args {
+    /// Checks every flag and returns all problems at once.
+    pub fn validate(self) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let listen = resolve("--listen", &self.listen, &mut errors);
+        let internal_listen = resolve("--internal-listen", &self.internal_listen, &mut errors);
+        let mut routers = Vec::new();
+        if self.router.is_empty() {
+            errors
+                .push("--router (CONNECT_ROUTER) is required: at least one router address".into());
+        }
+        for r in &self.router {
+            if let Some(a) = resolve("--router", r.trim(), &mut errors) {
+                routers.push(a);
+            }
+        }
+        let registry = match self.registry {
+            Some(r) if r.starts_with("redis://") || r.starts_with("memory://") => r,
+            Some(r) if r.starts_with("rediss://") || r.contains("-cluster://") => r,
+            Some(r) => {
+                errors.push(format!(
+                    "--registry: `{r}` is not a registry URL (redis://host:port[/db] or memory://)"
+                ));
+                String::new()
+            }
+            None => {
+                errors.push("--registry (CONNECT_REGISTRY) is required".into());
+                String::new()
+            }
+        };
+        let jwt_secret = match self.jwt_secret {
+            Some(s) if s.len() >= 16 => s.into_bytes(),
+            Some(_) => {
+                errors.push("--jwt-secret must be at least 16 bytes".into());
+                Vec::new()
+            }
+            None => {
+                errors.push("--jwt-secret (CONNECT_JWT_SECRET) is required".into());
+                Vec::new()
+            }
+        };
+        if self.session_ttl < 2 {
+            errors.push("--session-ttl must be at least 2 seconds".into());
+        }
+        let shards = self.shards.unwrap_or_else(default_shards);
+        if shards == 0 || shards > 256 {
+            errors.push("--shards must be between 1 and 256".into());
+        }
+        let instance_id = self.instance_id.unwrap_or_else(default_instance_id);
+        if instance_id.is_empty()
+            || instance_id.len() > 64
+            || !instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            errors.push(format!(
+                "--instance-id `{instance_id}`: 1-64 characters of [A-Za-z0-9-_.:]"
+            ));
+        }
+        if self.max_body == 0 || self.max_body > self.max_ws_message {
+            errors.push("--max-body must be between 1 and --max-ws-message".into());
+        }
+        if self.idle_timeout <= self.ping_interval {
+            errors.push("--idle-timeout must be longer than --ping-interval".into());
+        }
+        let (mut advertise_host, mut advertise_port) = (String::new(), None);
+        match (&self.advertise, internal_listen) {
+            (Some(a), _) => match a.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && !h.ends_with(':') => match p.parse::<u16>() {
+                    Ok(p) => {
+                        advertise_host = h.to_string();
+                        advertise_port = Some(p);
+                    }
+                    Err(_) => errors.push(format!("--advertise: bad port in `{a}`")),
+                },
+                _ => advertise_host = a.clone(),
+            },
+            (None, Some(il)) if il.ip().is_unspecified() => errors.push(
+                "--advertise is required when --internal-listen is a wildcard address".into(),
+            ),
+            (None, Some(il)) => advertise_host = il.ip().to_string(),
+            (None, None) => {}
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            listen: listen.expect("checked"),
+            internal_listen: internal_listen.expect("checked"),
+            advertise_host,
+            advertise_port,
+            routers,
+            registry,
+            jwt_secret,
+            session_ttl: Duration::from_secs(self.session_ttl),
+            shards,
+            instance_id,
+            max_body: self.max_body,
+            max_ws_message: self.max_ws_message,
+            send_timeout: Duration::from_millis(self.send_timeout_ms),
+            client_queue: self.client_queue,
+            ping_interval: Duration::from_secs(self.ping_interval),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            pin: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["gateway"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let errs = args(&["--listen", "nonsense", "--session-ttl", "1"])
+            .validate()
+            .unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("--listen"), "{all}");
+        assert!(all.contains("--router"), "{all}");
+        assert!(all.contains("--registry"), "{all}");
+        assert!(all.contains("--jwt-secret"), "{all}");
+        assert!(all.contains("--session-ttl"), "{all}");
+        assert!(all.contains("--advertise"), "{all}");
+    }
+
+    #[test]
+    fn valid_config() {
+        let c = args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
+            "--router",
+            "127.0.0.1:7100,127.0.0.1:7101",
+            "--registry",
+            "memory://",
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--shards",
+            "2",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.routers.len(), 2);
+        assert_eq!(c.advertise_host, "127.0.0.1");
+        assert_eq!(c.shards, 2);
+    }
+}

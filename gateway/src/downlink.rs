@@ -1,0 +1,110 @@
+//! Routers' links into this shard: `Deliver` frames in, `DeliverResult` frames out.
+//!
+//! Each shard listens on its own internal port, so a router reaches exactly the shard that holds
+//! a session and delivery never hops between cores.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use glommio::net::TcpListener;
+use runtime::io::Stream;
+use runtime::outbox::Outbox;
+use wire::frame::{self, Frame, Role};
+
+use crate::shard::Shard;
+
+/// Bytes of results that may wait on one router link.
+const LINK_QUEUE: usize = 8 * 1024 * 1024;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(tcp) => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let stream = Stream::new(tcp);
+                    let peer = stream.peer_addr();
+                    let reason = serve(&shard, stream).await;
+                    tracing::info!(shard = shard.id, ?peer, %reason, "router delivery link closed");
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = shard.id, error = %e, "internal accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shard: &Shard, stream: Stream) -> String {
+    let outbox = Rc::new(Outbox::new(LINK_QUEUE, 1 << 20));
+    let _ = outbox.push(|b| {
+        frame::encode_hello(
+            b,
+            frame::PROTOCOL_VERSION,
+            Role::Gateway,
+            &shard.cfg.instance_id,
+            shard.id,
+        )
+    });
+    let writer = {
+        let (outbox, stream) = (outbox.clone(), stream.clone());
+        glommio::spawn_local(async move {
+            let r = outbox.run_writer(&stream).await;
+            stream.shutdown();
+            r
+        })
+    };
+    let reason = read_loop(shard, &stream, &outbox).await;
+    outbox.close();
+    let _ = writer.await;
+    reason
+}
+
+async fn read_loop(shard: &Shard, stream: &Stream, outbox: &Outbox) -> String {
+    let mut rx = BytesMut::with_capacity(64 * 1024);
+    let mut greeted = false;
+    loop {
+        match stream.read_with(|b| rx.extend_from_slice(b)).await {
+            Ok(0) => return "closed by router".into(),
+            Err(e) => return format!("read error: {e}"),
+            Ok(_) => {}
+        }
+        loop {
+            let f = match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return format!("bad frame: {e}"),
+            };
+            match f {
+                Frame::Hello { role, version, .. } if !greeted => {
+                    if role != Role::Router || version != frame::PROTOCOL_VERSION {
+                        return format!("peer is not a v{} router", frame::PROTOCOL_VERSION);
+                    }
+                    greeted = true;
+                }
+                _ if !greeted => return "first frame was not a router hello".into(),
+                Frame::Deliver {
+                    fwd_id,
+                    to,
+                    sessions,
+                    payload,
+                } => {
+                    let n = shard.deliver(&to, sessions.iter(), &payload);
+                    if outbox
+                        .push(|b| frame::encode_deliver_result(b, fwd_id, n))
+                        .is_err()
+                    {
+                        return "router does not read its results".into();
+                    }
+                }
+                Frame::Ping { nonce } => {
+                    let _ = outbox.push(|b| frame::encode_pong(b, nonce));
+                }
+                Frame::Pong { .. } => {}
+                other => return format!("unexpected frame from router: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Per-shard state and the shard's background loops.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::timer::sleep;
+use registry::{Registry, SessionEntry};
+use serde_json::value::RawValue;
+use socket2::Socket;
+use wire::frame::AckStatus;
+
+use crate::client::Conn;
+use crate::config::Config;
+use crate::uplink::Uplink;
+
+/// How often expired pending sends are failed.
+const DEADLINE_TICK: Duration = Duration::from_millis(100);
+/// Sessions refreshed per pipelined registry batch.
+const REFRESH_BATCH: usize = 1000;
+
+/// A send waiting for the router's outcome.
+pub struct Pending {
+    conn: Weak<Conn>,
+    id: Box<RawValue>,
+    link: usize,
+}
+
+/// Everything one shard owns.
+pub struct Shard {
+    pub id: u16,
+    pub cfg: Arc<Config>,
+    /// This shard's internal address as routers dial it (written into the registry).
+    pub advertise: String,
+    pub registry: Registry,
+    pub sessions: RefCell<HashMap<u64, Rc<Conn>>>,
+    pub uplinks: Vec<Rc<Uplink>>,
+    pending: RefCell<HashMap<u64, Pending>>,
+    deadlines: RefCell<VecDeque<(Instant, u64)>>,
+    next_msg: Cell<u64>,
+    rng: Cell<u64>,
+    /// Reused buffer for encoding outgoing message JSON (no allocation per message).
+    pub scratch: RefCell<Vec<u8>>,
+}
+
+impl Shard {
+    /// A fresh random session id (never 0).
+    pub fn new_session_id(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x.max(1)
+    }
+
+    /// The link a connection should send on: its preferred one, or the next that is up.
+    pub fn pick_uplink(&self, preferred: usize) -> Option<&Rc<Uplink>> {
+        let n = self.uplinks.len();
+        (0..n)
+            .map(|k| &self.uplinks[(preferred + k) % n])
+            .find(|l| l.is_up())
+    }
+
+    /// Records a send handed to a router link; its outcome comes back through [`Shard::complete`].
+    pub fn track(&self, conn: &Rc<Conn>, id: &RawValue, link: usize) -> u64 {
+        let msg_id = self.next_msg.get();
+        self.next_msg.set(msg_id + 1);
+        self.pending.borrow_mut().insert(
+            msg_id,
+            Pending {
+                conn: Rc::downgrade(conn),
+                id: id.to_owned(),
+                link,
+            },
+        );
+        self.deadlines
+            .borrow_mut()
+            .push_back((Instant::now() + self.cfg.send_timeout, msg_id));
+        msg_id
+    }
+
+    /// The next message id that [`Shard::track`] will hand out.
+    pub fn peek_msg_id(&self) -> u64 {
+        self.next_msg.get()
+    }
+
+    /// Delivers the one outcome of a send to its client. Later outcomes for the same id are
+    /// ignored, which is what makes "exactly one ack" hold across timeouts and link losses.
+    pub fn complete(&self, msg_id: u64, status: AckStatus, reason: Option<&str>) {
+        let Some(p) = self.pending.borrow_mut().remove(&msg_id) else {
+            return;
+        };
+        if let Some(conn) = p.conn.upgrade() {
+            conn.send_ack(self, &p.id, status, reason);
+        }
+    }
+
+    /// Fails every send waiting on router link `link` (the link went down).
+    pub fn fail_link(&self, link: usize, reason: &str) {
+        let ids: Vec<u64> = self
+            .pending
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.link == link)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.complete(id, AckStatus::Failed, Some(reason));
+        }
+    }
+
+    fn expire(&self, now: Instant) {
+        loop {
+            let id = {
+                let mut d = self.deadlines.borrow_mut();
+                match d.front() {
+                    Some((at, id)) if *at <= now => {
+                        let id = *id;
+                        d.pop_front();
+                        id
+                    }
+                    _ => break,
+                }
+            };
+            self.complete(
+                id,
+                AckStatus::Failed,
+                Some("timed out waiting for the router"),
+            );
+        }
+    }
+
+    /// Writes `payload` to the listed sessions of `to`; returns how many took it.
+    pub fn deliver(&self, to: &[u8], sessions: impl Iterator<Item = u64>, payload: &[u8]) -> u32 {
+        let map = self.sessions.borrow();
+        let mut n = 0;
+        for sid in sessions {
+            if let Some(c) = map.get(&sid) {
+                if c.entry.user.as_bytes() == to && c.send_text(payload) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// Runs one shard until the process exits.
+pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, internal_port: u16) {
+    let registry = match Registry::connect(&cfg.registry, Default::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "registry unusable; shard stops");
+            return;
+        }
+    };
+    let port = cfg.advertise_port.map_or(internal_port, |p| p + id);
+    let advertise = if cfg.advertise_host.contains(':') {
+        format!("[{}]:{}", cfg.advertise_host, port)
+    } else {
+        format!("{}:{}", cfg.advertise_host, port)
+    };
+    let uplinks = cfg
+        .routers
+        .iter()
+        .enumerate()
+        .map(|(i, a): (usize, &SocketAddr)| Rc::new(Uplink::new(i, *a)))
+        .collect();
+    let shard = Rc::new(Shard {
+        id,
+        advertise,
+        registry,
+        sessions: RefCell::new(HashMap::new()),
+        uplinks,
+        pending: RefCell::new(HashMap::new()),
+        deadlines: RefCell::new(VecDeque::new()),
+        next_msg: Cell::new(1),
+        rng: Cell::new(runtime::clock::random_u64() | 1),
+        scratch: RefCell::new(Vec::with_capacity(4096)),
+        cfg,
+    });
+    for l in &shard.uplinks {
+        glommio::spawn_local(crate::uplink::run(shard.clone(), l.clone())).detach();
+    }
+    glommio::spawn_local(crate::downlink::accept_loop(
+        shard.clone(),
+        runtime::listen::into_glommio(internal),
+    ))
+    .detach();
+    glommio::spawn_local(deadline_loop(shard.clone())).detach();
+    glommio::spawn_local(refresh_loop(shard.clone())).detach();
+    glommio::spawn_local(idle_loop(shard.clone())).detach();
+    crate::client::accept_loop(shard, runtime::listen::into_glommio(client)).await;
+}
+
+async fn deadline_loop(shard: Rc<Shard>) {
+    loop {
+        sleep(DEADLINE_TICK).await;
+        shard.expire(Instant::now());
+    }
+}
+
+/// Keeps every live session's registry entry from expiring: one pipelined batch per thousand
+/// sessions, every third of the TTL.
+async fn refresh_loop(shard: Rc<Shard>) {
+    let ttl = shard.cfg.session_ttl;
+    loop {
+        sleep(ttl / 3).await;
+        let entries: Vec<SessionEntry> = shard
+            .sessions
+            .borrow()
+            .values()
+            .map(|c| c.entry.clone())
+            .collect();
+        for chunk in entries.chunks(REFRESH_BATCH) {
+            if let Err(e) = shard.registry.refresh(chunk, ttl).await {
+                tracing::warn!(shard = shard.id, error = %e, sessions = chunk.len(), "session refresh failed");
+            }
+        }
+    }
+}
+
+/// Pings quiet clients and drops silent ones.
+async fn idle_loop(shard: Rc<Shard>) {
+    let tick = (shard.cfg.ping_interval / 2).max(Duration::from_millis(500));
+    loop {
+        sleep(tick).await;
+        let now = Instant::now();
+        let conns: Vec<Rc<Conn>> = shard.sessions.borrow().values().cloned().collect();
+        for c in conns {
+            let quiet = now.saturating_duration_since(c.last_rx.get());
+            if quiet >= shard.cfg.idle_timeout {
+                tracing::debug!(session = c.session, "idle timeout");
+                c.abort();
+            } else if quiet >= shard.cfg.ping_interval {
+                c.send_ping();
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! This shard's link to one router: sends go out, acks come back.
+//!
+//! The link reconnects with jittered backoff. While it is down, sends fail fast (the client gets
+//! `failed` at once) instead of queueing without bound; when it drops, every send still waiting
+//! on it is acked `failed`, so no send is left without an outcome.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use glommio::net::TcpStream;
+use glommio::timer::sleep;
+use runtime::backoff::Backoff;
+use runtime::io::Stream;
+use runtime::outbox::Outbox;
+use wire::frame::{self, Frame, Role};
+
+use crate::shard::Shard;
+
+/// Bytes that may wait on one router link before sends are refused.
+const LINK_QUEUE: usize = 32 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One router link of one shard.
+pub struct Uplink {
+    pub idx: usize,
+    pub addr: SocketAddr,
+    outbox: RefCell<Option<Rc<Outbox>>>,
+}
+
+impl Uplink {
+    pub fn new(idx: usize, addr: SocketAddr) -> Self {
+        Uplink {
+            idx,
+            addr,
+            outbox: RefCell::new(None),
+        }
+    }
+
+    /// Whether the link is connected.
+    pub fn is_up(&self) -> bool {
+        self.outbox.borrow().is_some()
+    }
+
+    /// Queues a send frame; false if the link is down or congested.
+    pub fn send(&self, msg_id: u64, to: &str, payload: &[u8]) -> bool {
+        match &*self.outbox.borrow() {
+            Some(o) => o
+                .push(|b| frame::encode_send(b, msg_id, to, payload))
+                .is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Keeps the link up for the life of the shard.
+pub async fn run(shard: Rc<Shard>, link: Rc<Uplink>) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+        runtime::clock::random_u64(),
+    );
+    let mut logged_down = false;
+    loop {
+        match TcpStream::connect_timeout(link.addr, CONNECT_TIMEOUT).await {
+            Ok(tcp) => {
+                backoff.reset();
+                logged_down = false;
+                tracing::info!(shard = shard.id, router = %link.addr, "router link up");
+                let reason = serve(&shard, &link, Stream::new(tcp)).await;
+                tracing::warn!(shard = shard.id, router = %link.addr, %reason, "router link down");
+            }
+            Err(e) => {
+                if !logged_down {
+                    tracing::warn!(shard = shard.id, router = %link.addr, error = %e, "router unreachable; retrying");
+                    logged_down = true;
+                }
+            }
+        }
+        sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
+    let outbox = Rc::new(Outbox::new(LINK_QUEUE, 1 << 20));
+    let _ = outbox.push(|b| {
+        frame::encode_hello(
+            b,
+            frame::PROTOCOL_VERSION,
+            Role::Gateway,
+            &shard.cfg.instance_id,
+            shard.id,
+        )
+    });
+    *link.outbox.borrow_mut() = Some(outbox.clone());
+    let writer = {
+        let (outbox, stream) = (outbox.clone(), stream.clone());
+        glommio::spawn_local(async move {
+            let r = outbox.run_writer(&stream).await;
+            stream.shutdown();
+            r
+        })
+    };
+    let reason = read_loop(shard, &stream).await;
+    *link.outbox.borrow_mut() = None;
+    outbox.close();
+    stream.shutdown();
+    let _ = writer.await;
+    shard.fail_link(link.idx, "router link lost");
+    reason
+}
+
+async fn read_loop(shard: &Shard, stream: &Stream) -> String {
+    let mut rx = BytesMut::with_capacity(64 * 1024);
+    loop {
+        match stream.read_with(|b| rx.extend_from_slice(b)).await {
+            Ok(0) => return "closed by router".into(),
+            Err(e) => return format!("read error: {e}"),
+            Ok(_) => {}
+        }
+        loop {
+            match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
+                Ok(Some(Frame::Ack {
+                    msg_id,
+                    status,
+                    reason,
+                })) => {
+                    let reason = std::str::from_utf8(&reason).ok().filter(|r| !r.is_empty());
+                    shard.complete(msg_id, status, reason);
+                }
+                Ok(Some(Frame::Hello {
+                    role: Role::Router, ..
+                })) => {}
+                Ok(Some(Frame::Ping { .. } | Frame::Pong { .. })) => {}
+                Ok(Some(other)) => return format!("unexpected frame from router: {other:?}"),
+                Ok(None) => break,
+                Err(e) => return format!("bad frame from router: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Router configuration: CLI flags with `CONNECT_*` environment variables, validated at once.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default listen address for gateway links (the internal NLB's target port).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7100";
+/// How long a delivery may wait for the recipient gateway's result before the sender gets
+/// `failed`. Below the gateway's send timeout (10 s) so the router's answer arrives first.
+pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 5_000;
+
+/// Command-line flags of the `router` binary.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "router",
+    version,
+    about = "Connect router: routes messages between gateways"
+)]
+pub struct Args {
+    /// Listen address for gateway links.
+    #[arg(long, env = "CONNECT_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Session registry: redis://host:port[/db] or memory:// (single process only).
+    #[arg(long, env = "CONNECT_REGISTRY")]
+    pub registry: Option<String>,
+    /// Executor shards (one per core by default).
+    #[arg(long, env = "CONNECT_SHARDS")]
+    pub shards: Option<usize>,
+    /// Milliseconds a delivery waits for the recipient gateway before the send is acked failed.
+    #[arg(long, env = "CONNECT_FORWARD_TIMEOUT_MS", default_value_t = DEFAULT_FORWARD_TIMEOUT_MS)]
+    pub forward_timeout_ms: u64,
+}
+
+/// Validated router configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub registry: String,
+    pub shards: usize,
+    pub forward_timeout: Duration,
+    /// Pin shard i to the i-th allowed CPU.
+    pub pin: bool,
+}
+
+impl Config {
+    /// A config for embedding (tests, the all-in-one binary).
+    pub fn new(listen: SocketAddr, registry: &str, shards: usize) -> Config {
+        Config {
+            listen,
+            registry: registry.to_string(),
+            shards,
+            forward_timeout: Duration::from_millis(DEFAULT_FORWARD_TIMEOUT_MS),
+            pin: true,
+        }
+    }
+}
+
+impl Args {
+    /// Checks every flag and returns all problems at once.
+    pub fn validate(self) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let listen = match self.listen.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => Some(a),
+            _ => {
+                errors.push(format!(
+                    "--listen: `{}` is not a valid HOST:PORT",
+                    self.listen
+                ));
+                None
+            }
+        };
+        let registry = match self.registry {
+            Some(r) if r.starts_with("redis") || r.starts_with("memory://") => r,
+            Some(r) => {
+                errors.push(format!(
+                    "--registry: `{r}` is not a registry URL (redis://host:port[/db] or memory://)"
+                ));
+                String::new()
+            }
+            None => {
+                errors.push("--registry (CONNECT_REGISTRY) is required".into());
+                String::new()
+            }
+        };
+        let shards = self
+            .shards
+            .unwrap_or_else(|| runtime::shards::allowed_cpus().len().max(1));
+        if shards == 0 || shards > 256 {
+            errors.push("--shards must be between 1 and 256".into());
+        }
+        if self.forward_timeout_ms == 0 {
+            errors.push("--forward-timeout-ms must be positive".into());
+        }
+        match listen {
+            Some(listen) if errors.is_empty() => Ok(Config {
+                listen,
+                registry,
+                shards,
+                forward_timeout: Duration::from_millis(self.forward_timeout_ms),
+                pin: true,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_errors_at_once() {
+        let a = Args::try_parse_from(["router", "--listen", "x", "--shards", "0"]).unwrap();
+        let e = a.validate().unwrap_err().join("\n");
+        assert!(
+            e.contains("--listen") && e.contains("--registry") && e.contains("--shards"),
+            "{e}"
+        );
+    }
+}

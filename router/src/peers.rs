@@ -1,0 +1,133 @@
+//! Links to gateway shards: deliveries out, results back.
+//!
+//! A link is created on first use and queues deliveries while it connects. When it cannot
+//! connect or drops, every delivery waiting on it fails (its sender gets `failed`), and the
+//! address is not retried until a jittered backoff has passed, so a dead gateway costs one
+//! failed connect per backoff period rather than one per message.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use glommio::net::TcpStream;
+use runtime::io::Stream;
+use runtime::outbox::Outbox;
+use wire::frame::{self, Frame, Role};
+
+use crate::shard::Shard;
+
+/// Bytes of deliveries that may wait on one gateway shard link.
+const LINK_QUEUE: usize = 32 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A link to one gateway shard.
+pub struct Peer {
+    pub id: u64,
+    addr: SocketAddr,
+    outbox: Rc<Outbox>,
+    down_until: Cell<Option<Instant>>,
+    failures: Cell<u32>,
+}
+
+impl Peer {
+    pub fn new(id: u64, addr: SocketAddr, failures: u32) -> Self {
+        let outbox = Rc::new(Outbox::new(LINK_QUEUE, 1 << 20));
+        let _ = outbox
+            .push(|b| frame::encode_hello(b, frame::PROTOCOL_VERSION, Role::Router, "router", 0));
+        Peer {
+            id,
+            addr,
+            outbox,
+            down_until: Cell::new(None),
+            failures: Cell::new(failures),
+        }
+    }
+
+    /// Queues a frame; false if the link is down or congested.
+    pub fn send(&self, f: impl FnOnce(&mut BytesMut)) -> bool {
+        self.outbox.push(f).is_ok()
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down_until.get().is_some()
+    }
+
+    /// Whether a down link's backoff has passed.
+    pub fn retry_due(&self, now: Instant) -> bool {
+        self.down_until.get().is_none_or(|t| now >= t)
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures.get()
+    }
+
+    fn mark_down(&self) {
+        let n = self.failures.get().saturating_add(1);
+        self.failures.set(n);
+        let base = Duration::from_millis(100) * 2u32.saturating_pow(n.min(6));
+        let base = base.min(Duration::from_secs(5));
+        let jitter =
+            Duration::from_millis(runtime::clock::random_u64() % (base.as_millis() as u64 / 2 + 1));
+        self.down_until
+            .set(Some(Instant::now() + base / 2 + jitter));
+        self.outbox.close();
+    }
+}
+
+/// Connects the link and serves it until it fails.
+pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
+    let why = match TcpStream::connect_timeout(peer.addr, CONNECT_TIMEOUT).await {
+        Ok(tcp) => {
+            peer.failures.set(0);
+            let stream = Stream::new(tcp);
+            let writer = {
+                let (outbox, stream) = (peer.outbox.clone(), stream.clone());
+                glommio::spawn_local(async move {
+                    let r = outbox.run_writer(&stream).await;
+                    stream.shutdown();
+                    r
+                })
+            };
+            let reason = read_loop(&shard, &stream).await;
+            tracing::info!(shard = shard.id, gateway = %peer.addr, %reason, "gateway link down");
+            stream.shutdown();
+            peer.mark_down();
+            let _ = writer.await;
+            "recipient gateway link lost"
+        }
+        Err(e) => {
+            tracing::info!(shard = shard.id, gateway = %peer.addr, error = %e, "gateway unreachable");
+            peer.mark_down();
+            "recipient gateway unreachable"
+        }
+    };
+    shard.fail_peer(peer.id, why);
+}
+
+async fn read_loop(shard: &Shard, stream: &Stream) -> String {
+    let mut rx = BytesMut::with_capacity(64 * 1024);
+    loop {
+        match stream.read_with(|b| rx.extend_from_slice(b)).await {
+            Ok(0) => return "closed by gateway".into(),
+            Err(e) => return format!("read error: {e}"),
+            Ok(_) => {}
+        }
+        loop {
+            match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
+                Ok(Some(Frame::DeliverResult { fwd_id, delivered })) => {
+                    shard.on_result(fwd_id, delivered)
+                }
+                Ok(Some(Frame::Hello {
+                    role: Role::Gateway,
+                    ..
+                })) => {}
+                Ok(Some(Frame::Ping { .. } | Frame::Pong { .. })) => {}
+                Ok(Some(other)) => return format!("unexpected frame from gateway: {other:?}"),
+                Ok(None) => break,
+                Err(e) => return format!("bad frame: {e}"),
+            }
+        }
+    }
+}

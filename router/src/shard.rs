@@ -1,0 +1,268 @@
+//! Per-shard routing state: forwards in flight and their aggregation into exactly one ack.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::timer::sleep;
+use registry::{Registry, SessionEntry};
+use socket2::Socket;
+use wire::frame::{self, AckStatus};
+
+use crate::config::Config;
+use crate::inbound::Inbound;
+use crate::peers::Peer;
+
+/// How often forwards past their deadline are failed.
+const DEADLINE_TICK: Duration = Duration::from_millis(100);
+
+/// The outcome of one send while its deliveries are out.
+pub struct Agg {
+    origin: Weak<Inbound>,
+    msg_id: u64,
+    outstanding: Cell<u32>,
+    delivered: Cell<bool>,
+    failure: Cell<Option<&'static str>>,
+    acked: Cell<bool>,
+}
+
+impl Agg {
+    /// Sends the ack once it is decided: `delivered` as soon as one gateway took it, otherwise
+    /// when the last delivery has answered (`offline` if all said "no such session").
+    fn settle(&self) {
+        if self.acked.get() {
+            return;
+        }
+        let status = if self.delivered.get() {
+            AckStatus::Delivered
+        } else if self.outstanding.get() > 0 {
+            return;
+        } else if self.failure.get().is_some() {
+            AckStatus::Failed
+        } else {
+            AckStatus::Offline
+        };
+        self.acked.set(true);
+        if let Some(origin) = self.origin.upgrade() {
+            let reason = if status == AckStatus::Failed {
+                self.failure.get().unwrap_or("")
+            } else {
+                ""
+            };
+            origin.ack(self.msg_id, status, reason);
+        }
+    }
+}
+
+struct Fwd {
+    agg: Rc<Agg>,
+    peer: u64,
+}
+
+/// Everything one router shard owns.
+pub struct Shard {
+    pub id: u16,
+    pub cfg: Arc<Config>,
+    pub registry: Registry,
+    peers: RefCell<HashMap<String, Rc<Peer>>>,
+    fwds: RefCell<HashMap<u64, Fwd>>,
+    deadlines: RefCell<VecDeque<(Instant, u64)>>,
+    next_fwd: Cell<u64>,
+    next_peer: Cell<u64>,
+}
+
+impl Shard {
+    /// Routes one send given its registry lookup result. Always leads to exactly one ack.
+    pub fn route(
+        self: &Rc<Self>,
+        origin: &Rc<Inbound>,
+        msg_id: u64,
+        to: &str,
+        payload: &[u8],
+        lookup: Result<Vec<SessionEntry>, registry::Error>,
+    ) {
+        let entries = match lookup {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(error = %e, "registry lookup failed");
+                return origin.ack(msg_id, AckStatus::Failed, "session registry unavailable");
+            }
+        };
+        if entries.is_empty() {
+            return origin.ack(msg_id, AckStatus::Offline, "");
+        }
+        let agg = Rc::new(Agg {
+            origin: Rc::downgrade(origin),
+            msg_id,
+            outstanding: Cell::new(0),
+            delivered: Cell::new(false),
+            failure: Cell::new(None),
+            acked: Cell::new(false),
+        });
+        // Group sessions by gateway shard address: one Deliver per shard.
+        let mut done = vec![false; entries.len()];
+        let mut sids = Vec::with_capacity(entries.len());
+        let deadline = Instant::now() + self.cfg.forward_timeout;
+        for i in 0..entries.len() {
+            if done[i] {
+                continue;
+            }
+            let addr = &entries[i].addr;
+            sids.clear();
+            for (j, e) in entries.iter().enumerate().skip(i) {
+                if !done[j] && &e.addr == addr {
+                    done[j] = true;
+                    sids.push(e.session);
+                }
+            }
+            let peer = match self.peer(addr) {
+                Ok(p) => p,
+                Err(why) => {
+                    agg.failure.set(Some(why));
+                    continue;
+                }
+            };
+            let fwd_id = self.next_fwd.get();
+            self.next_fwd.set(fwd_id + 1);
+            if peer.send(|b| frame::encode_deliver(b, fwd_id, to, &sids, payload)) {
+                self.fwds.borrow_mut().insert(
+                    fwd_id,
+                    Fwd {
+                        agg: agg.clone(),
+                        peer: peer.id,
+                    },
+                );
+                self.deadlines.borrow_mut().push_back((deadline, fwd_id));
+                agg.outstanding.set(agg.outstanding.get() + 1);
+            } else {
+                agg.failure.set(Some("recipient gateway link congested"));
+            }
+        }
+        agg.settle();
+    }
+
+    /// The link to a gateway shard, creating (and connecting) it on first use.
+    fn peer(self: &Rc<Self>, addr: &str) -> Result<Rc<Peer>, &'static str> {
+        if let Some(p) = self.peers.borrow().get(addr) {
+            if !p.is_down() {
+                return Ok(p.clone());
+            }
+            if !p.retry_due(Instant::now()) {
+                return Err("recipient gateway unreachable");
+            }
+        }
+        let sock: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| "recipient gateway address invalid")?;
+        let failures = self.peers.borrow().get(addr).map_or(0, |p| p.failures());
+        let id = self.next_peer.get();
+        self.next_peer.set(id + 1);
+        let peer = Rc::new(Peer::new(id, sock, failures));
+        self.peers
+            .borrow_mut()
+            .insert(addr.to_string(), peer.clone());
+        glommio::spawn_local(crate::peers::run(self.clone(), peer.clone())).detach();
+        Ok(peer)
+    }
+
+    /// A gateway shard answered a delivery.
+    pub fn on_result(&self, fwd_id: u64, delivered: u32) {
+        let Some(f) = self.fwds.borrow_mut().remove(&fwd_id) else {
+            return;
+        };
+        f.agg.outstanding.set(f.agg.outstanding.get() - 1);
+        if delivered > 0 {
+            f.agg.delivered.set(true);
+        }
+        f.agg.settle();
+    }
+
+    /// Fails the deliveries still waiting on a peer link that went down.
+    pub fn fail_peer(&self, peer: u64, why: &'static str) {
+        let ids: Vec<u64> = self
+            .fwds
+            .borrow()
+            .iter()
+            .filter(|(_, f)| f.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.fail_fwd(id, why);
+        }
+    }
+
+    fn fail_fwd(&self, fwd_id: u64, why: &'static str) {
+        let Some(f) = self.fwds.borrow_mut().remove(&fwd_id) else {
+            return;
+        };
+        f.agg.outstanding.set(f.agg.outstanding.get() - 1);
+        f.agg.failure.set(Some(why));
+        f.agg.settle();
+    }
+
+    fn expire(&self, now: Instant) {
+        loop {
+            let id = {
+                let mut d = self.deadlines.borrow_mut();
+                match d.front() {
+                    Some((at, id)) if *at <= now => {
+                        let id = *id;
+                        d.pop_front();
+                        id
+                    }
+                    _ => break,
+                }
+            };
+            self.fail_fwd(id, "recipient gateway timed out");
+        }
+    }
+}
+
+/// Runs one router shard until the process exits.
+pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
+    let registry = match Registry::connect(&cfg.registry, Default::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "registry unusable; shard stops");
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        cfg,
+        registry,
+        peers: RefCell::new(HashMap::new()),
+        fwds: RefCell::new(HashMap::new()),
+        deadlines: RefCell::new(VecDeque::new()),
+        next_fwd: Cell::new(1),
+        next_peer: Cell::new(1),
+    });
+    glommio::spawn_local({
+        let shard = shard.clone();
+        async move {
+            loop {
+                sleep(DEADLINE_TICK).await;
+                shard.expire(Instant::now());
+            }
+        }
+    })
+    .detach();
+    accept_loop(shard, runtime::listen::into_glommio(listener)).await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(tcp) => {
+                glommio::spawn_local(crate::inbound::serve(shard.clone(), tcp)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
