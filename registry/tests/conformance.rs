@@ -1,0 +1,411 @@
+//! One conformance suite, run against the memory backend and a real redis-server.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use registry::{Error, MemoryRegistry, Registry, RegistryOptions, SessionEntry};
+use resp_client::Config;
+use testkit::{redis_cmd, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(5);
+const LONG: Duration = Duration::from_secs(60);
+
+/// What a suite function gets: the registry, and a way to read a user's key TTL.
+struct Ctx {
+    reg: Registry,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory(MemoryRegistry),
+    Redis(String),
+}
+
+impl Ctx {
+    /// The user's key TTL in ms (`PTTL`), `None` if the key does not exist.
+    fn key_ttl_ms(&self, user: &str) -> Option<i64> {
+        match &self.backend {
+            Backend::Memory(m) => m.store().key_ttl_ms(user, registry::schema::now_ms()),
+            Backend::Redis(addr) => {
+                let reply = redis_cmd(addr, &["PTTL", &registry::schema::key(user)]);
+                let ms: i64 = reply
+                    .trim_start_matches(':')
+                    .trim_end()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("PTTL reply {reply:?}"));
+                assert_ne!(ms, -1, "every key Connect writes has a TTL");
+                (ms >= 0).then_some(ms)
+            }
+        }
+    }
+}
+
+fn on_glommio<Fut: Future<Output = ()> + 'static>(f: impl FnOnce() -> Fut + Send + 'static) {
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("spawn glommio executor")
+        .join()
+        .expect("executor thread");
+}
+
+fn on_memory<Fut: Future<Output = ()> + 'static>(suite: fn(Ctx) -> Fut) {
+    on_glommio(move || {
+        let m = MemoryRegistry::new();
+        suite(Ctx {
+            reg: Registry::Memory(m.clone()),
+            backend: Backend::Memory(m),
+        })
+    });
+}
+
+fn on_redis<Fut: Future<Output = ()> + 'static>(suite: fn(Ctx) -> Fut) {
+    let redis = RedisServer::start();
+    let (url, addr) = (redis.url(), redis.addr());
+    on_glommio(move || async move {
+        let reg = Registry::connect(&url, RegistryOptions::default()).expect("connect");
+        reg.wait_ready(WAIT).await.expect("redis ready");
+        suite(Ctx {
+            reg,
+            backend: Backend::Redis(addr),
+        })
+        .await
+    });
+    drop(redis);
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[test] fn $name() { super::on_memory(super::$name) } )*
+        }
+        mod redis {
+            $( #[test] fn $name() { super::on_redis(super::$name) } )*
+        }
+    };
+}
+
+conformance!(
+    register_then_lookup,
+    several_devices_and_gateways,
+    refresh_extends_expiry,
+    short_ttl_expires,
+    unregister_removes_exactly_one_session,
+    unregister_unknown_is_false,
+    operations_queue_at_call_time,
+    invalid_input_is_rejected,
+);
+
+fn entry(user: &str, session: u64, instance: &str, shard: u16) -> SessionEntry {
+    SessionEntry {
+        user: user.into(),
+        session,
+        instance: instance.into(),
+        shard,
+        addr: format!("127.0.0.1:{}", 7000 + u32::from(shard)),
+    }
+}
+
+async fn register_then_lookup(ctx: Ctx) {
+    let reg = &ctx.reg;
+    assert_eq!(reg.lookup("alice").await.unwrap(), vec![]);
+    assert_eq!(ctx.key_ttl_ms("alice"), None);
+    let e = entry("alice", 0xdead_beef, "gw-1", 2);
+    reg.register(&e, LONG).await.unwrap();
+    assert_eq!(reg.lookup("alice").await.unwrap(), vec![e.clone()]);
+    assert_eq!(reg.lookup("bob").await.unwrap(), vec![]);
+    let ttl = ctx.key_ttl_ms("alice").expect("key exists");
+    assert!(ttl > 50_000 && ttl <= 60_000, "{ttl}");
+    // Registering again is idempotent.
+    reg.register(&e, LONG).await.unwrap();
+    assert_eq!(reg.lookup("alice").await.unwrap(), vec![e]);
+}
+
+async fn several_devices_and_gateways(ctx: Ctx) {
+    let reg = &ctx.reg;
+    let sessions = [
+        entry("carol", 1, "gw-1", 0),
+        entry("carol", 2, "gw-1", 1),
+        entry("carol", 3, "gw-2", 0),
+        entry("carol", u64::MAX, "gw-3", u16::MAX),
+    ];
+    for s in &sessions {
+        reg.register(s, LONG).await.unwrap();
+    }
+    reg.register(&entry("dave", 1, "gw-1", 0), LONG)
+        .await
+        .unwrap();
+    let mut found = reg.lookup("carol").await.unwrap();
+    found.sort_by_key(|e| e.session);
+    assert_eq!(found, sessions.to_vec());
+    assert_eq!(reg.lookup("dave").await.unwrap().len(), 1);
+}
+
+async fn refresh_extends_expiry(ctx: Ctx) {
+    let reg = &ctx.reg;
+    let ttl = Duration::from_millis(400);
+    let a = entry("erin", 1, "gw-1", 0);
+    let b = entry("frank", 2, "gw-1", 0);
+    reg.register(&a, ttl).await.unwrap();
+    reg.register(&b, ttl).await.unwrap();
+    for _ in 0..3 {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        reg.refresh(&[a.clone(), b.clone()], ttl).await.unwrap();
+    }
+    // 750 ms after registering with a 400 ms TTL: alive thanks to the refreshes.
+    assert_eq!(reg.lookup("erin").await.unwrap(), vec![a.clone()]);
+    assert_eq!(reg.lookup("frank").await.unwrap(), vec![b]);
+    // A longer refresh raises the key's TTL too.
+    reg.refresh(std::slice::from_ref(&a), LONG).await.unwrap();
+    assert!(ctx.key_ttl_ms("erin").unwrap() > 50_000);
+    // A refresh re-creates an entry that is gone (plain ZADD).
+    assert!(reg.unregister(&a).await.unwrap());
+    reg.refresh(std::slice::from_ref(&a), LONG).await.unwrap();
+    assert_eq!(reg.lookup("erin").await.unwrap(), vec![a]);
+    reg.refresh(&[], LONG).await.unwrap();
+}
+
+async fn short_ttl_expires(ctx: Ctx) {
+    let reg = &ctx.reg;
+    let e = entry("gina", 1, "gw-1", 0);
+    reg.register(&e, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(reg.lookup("gina").await.unwrap(), vec![e.clone()]);
+    let ttl = ctx.key_ttl_ms("gina").expect("the key has a TTL");
+    assert!(ttl > 0 && ttl <= 300, "{ttl}");
+    glommio::timer::sleep(Duration::from_millis(400)).await;
+    assert_eq!(reg.lookup("gina").await.unwrap(), vec![]);
+    assert_eq!(ctx.key_ttl_ms("gina"), None, "the key itself expired");
+    // One long-lived and one expired member: the key lives as long as the long one, and the
+    // expired one is cleaned by the next register.
+    reg.register(&entry("gina", 2, "gw-1", 0), Duration::from_millis(100))
+        .await
+        .unwrap();
+    reg.register(&entry("gina", 3, "gw-1", 0), LONG)
+        .await
+        .unwrap();
+    glommio::timer::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        reg.lookup("gina").await.unwrap(),
+        vec![entry("gina", 3, "gw-1", 0)]
+    );
+    assert!(ctx.key_ttl_ms("gina").unwrap() > 50_000);
+    reg.register(&entry("gina", 4, "gw-1", 0), LONG)
+        .await
+        .unwrap();
+    assert!(
+        !reg.unregister(&entry("gina", 2, "gw-1", 0)).await.unwrap(),
+        "register removed the expired member"
+    );
+}
+
+async fn unregister_removes_exactly_one_session(ctx: Ctx) {
+    let reg = &ctx.reg;
+    // The stale-cleanup race: A registered, the same user reconnects as B (maybe through
+    // another gateway), then A's old gateway cleans up late.
+    let a = entry("hank", 1, "gw-1", 0);
+    let b = entry("hank", 2, "gw-2", 1);
+    reg.register(&a, LONG).await.unwrap();
+    reg.register(&b, LONG).await.unwrap();
+    assert!(reg.unregister(&a).await.unwrap());
+    assert_eq!(reg.lookup("hank").await.unwrap(), vec![b.clone()]);
+    // Same session id on another gateway or shard is another session.
+    let b_elsewhere = SessionEntry {
+        shard: 9,
+        ..b.clone()
+    };
+    assert!(!reg.unregister(&b_elsewhere).await.unwrap());
+    assert_eq!(reg.lookup("hank").await.unwrap(), vec![b.clone()]);
+    assert!(reg.unregister(&b).await.unwrap());
+    assert_eq!(reg.lookup("hank").await.unwrap(), vec![]);
+    assert_eq!(ctx.key_ttl_ms("hank"), None, "an empty set is deleted");
+}
+
+async fn unregister_unknown_is_false(ctx: Ctx) {
+    let reg = &ctx.reg;
+    assert!(!reg.unregister(&entry("ivy", 1, "gw-1", 0)).await.unwrap());
+    reg.register(&entry("ivy", 1, "gw-1", 0), LONG)
+        .await
+        .unwrap();
+    assert!(!reg.unregister(&entry("ivy", 2, "gw-1", 0)).await.unwrap());
+    assert!(reg.unregister(&entry("ivy", 1, "gw-1", 0)).await.unwrap());
+    assert!(!reg.unregister(&entry("ivy", 1, "gw-1", 0)).await.unwrap());
+}
+
+async fn operations_queue_at_call_time(ctx: Ctx) {
+    let reg = &ctx.reg;
+    let e = entry("jack", 1, "gw-1", 0);
+    // Issued in this order, awaited in reverse: each sees the effects of the earlier calls.
+    let before = reg.lookup("jack");
+    let register = reg.register(&e, LONG);
+    let after = reg.lookup("jack");
+    let unregister = reg.unregister(&e);
+    let last = reg.lookup("jack");
+    assert_eq!(last.await.unwrap(), vec![]);
+    assert!(unregister.await.unwrap());
+    assert_eq!(after.await.unwrap(), vec![e]);
+    register.await.unwrap();
+    assert_eq!(before.await.unwrap(), vec![]);
+    // Many lookups in flight at once, awaited in order.
+    let lookups: Vec<_> = (0..1000).map(|_| reg.lookup("jack")).collect();
+    for l in lookups {
+        assert_eq!(l.await.unwrap(), vec![]);
+    }
+}
+
+async fn invalid_input_is_rejected(ctx: Ctx) {
+    let reg = &ctx.reg;
+    for user in ["", "a{b}", "{x", "y}", "a|b"] {
+        assert!(
+            matches!(reg.lookup(user).await, Err(Error::InvalidUser(_))),
+            "{user:?}"
+        );
+        let e = entry(user, 1, "gw-1", 0);
+        assert!(matches!(
+            reg.register(&e, LONG).await,
+            Err(Error::InvalidUser(_))
+        ));
+        assert!(matches!(
+            reg.unregister(&e).await,
+            Err(Error::InvalidUser(_))
+        ));
+    }
+    let bad_instance = entry("kim", 1, "gw|1", 0);
+    assert!(matches!(
+        reg.register(&bad_instance, LONG).await,
+        Err(Error::InvalidEntry(_))
+    ));
+    let good = entry("kim", 2, "gw-1", 0);
+    assert!(matches!(
+        reg.refresh(&[good.clone(), bad_instance], LONG).await,
+        Err(Error::InvalidEntry(_))
+    ));
+    assert_eq!(
+        reg.lookup("kim").await.unwrap(),
+        vec![],
+        "nothing of a rejected batch was written"
+    );
+    // Unusual but valid user ids pass through untouched.
+    let odd = entry("o.k_user+tag@example.com:-", 3, "gw-1", 0);
+    reg.register(&odd, LONG).await.unwrap();
+    assert_eq!(reg.lookup(&odd.user).await.unwrap(), vec![odd]);
+}
+
+#[test]
+fn memory_url_is_the_process_global_store() {
+    let e = entry("global-user-test", 1, "gw-1", 0);
+    let e2 = e.clone();
+    on_glommio(move || async move {
+        let reg = Registry::connect("memory://", RegistryOptions::default()).unwrap();
+        reg.register(&e2, LONG).await.unwrap();
+    });
+    // Another executor, another thread: the same store.
+    on_glommio(move || async move {
+        let reg = Registry::connect("memory://", RegistryOptions::default()).unwrap();
+        assert_eq!(
+            reg.lookup("global-user-test").await.unwrap(),
+            vec![e.clone()]
+        );
+        assert!(reg.unregister(&e).await.unwrap());
+        assert!(reg.redis_stats().is_none());
+    });
+}
+
+#[test]
+fn bad_urls_are_clear_errors() {
+    for url in [
+        "memory:",
+        "memory://x",
+        "http://h:1",
+        "redis://h:0",
+        "h:6379",
+    ] {
+        assert!(
+            matches!(
+                Registry::connect(url, RegistryOptions::default()),
+                Err(Error::InvalidUrl(_))
+            ),
+            "{url}"
+        );
+    }
+    for url in ["rediss://h:1", "redis-cluster://h:1"] {
+        assert!(
+            matches!(
+                Registry::connect(url, RegistryOptions::default()),
+                Err(Error::Unsupported(_))
+            ),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn redis_restart_fails_fast_then_recovers() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    on_glommio(move || async move {
+        let mut opts = RegistryOptions::default();
+        opts.redis = Config::default()
+            .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        let reg = Registry::connect(&url, opts).unwrap();
+        reg.wait_ready(WAIT).await.unwrap();
+        let e = entry("lena", 1, "gw-1", 0);
+        reg.register(&e, LONG).await.unwrap();
+        redis.stop();
+        // While down, every operation fails with a Redis error quickly; none hangs.
+        let start = Instant::now();
+        let mut saw_disconnected = false;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let err = reg.lookup("lena").await.unwrap_err();
+            assert!(matches!(err, Error::Redis(_)), "{err}");
+            saw_disconnected |= err.is_retryable();
+            assert!(matches!(reg.register(&e, LONG).await, Err(Error::Redis(_))));
+            assert!(matches!(
+                reg.refresh(std::slice::from_ref(&e), LONG).await,
+                Err(Error::Redis(_))
+            ));
+            assert!(matches!(reg.unregister(&e).await, Err(Error::Redis(_))));
+            assert!(
+                t.elapsed() < Duration::from_millis(1100),
+                "bounded by the command timeout"
+            );
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            saw_disconnected,
+            "fails fast with a retryable error once the loss is seen"
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert!(!reg.redis_stats().unwrap().connected);
+        redis.restart();
+        reg.wait_ready(WAIT).await.expect("reconnects");
+        // Redis lost everything; the next refresh re-creates the session.
+        assert_eq!(reg.lookup("lena").await.unwrap(), vec![]);
+        reg.refresh(std::slice::from_ref(&e), LONG).await.unwrap();
+        assert_eq!(reg.lookup("lena").await.unwrap(), vec![e]);
+        assert!(reg.redis_stats().unwrap().reconnects >= 1);
+    });
+}
+
+#[test]
+fn corrupt_members_are_skipped() {
+    let redis = RedisServer::start();
+    let (url, addr) = (redis.url(), redis.addr());
+    on_glommio(move || async move {
+        let reg = Registry::connect(&url, RegistryOptions::default()).unwrap();
+        reg.wait_ready(WAIT).await.unwrap();
+        let e = entry("mia", 1, "gw-1", 0);
+        reg.register(&e, LONG).await.unwrap();
+        let key = registry::schema::key("mia");
+        let far = (registry::schema::now_ms() + 60_000).to_string();
+        assert_eq!(
+            redis_cmd(&addr, &["ZADD", &key, &far, "not a member"]),
+            ":1\r\n"
+        );
+        assert_eq!(reg.lookup("mia").await.unwrap(), vec![e]);
+        // A foreign key of another type under our name: a clear command error, not a panic.
+        redis_cmd(&addr, &["SET", &registry::schema::key("nina"), "x"]);
+        assert!(
+            matches!(reg.lookup("nina").await, Err(Error::Command(m)) if m.starts_with("WRONGTYPE"))
+        );
+    });
+}
