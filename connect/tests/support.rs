@@ -141,19 +141,22 @@ impl Stack {
 
     fn wait_routable(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Several probes per gateway, so that every shard's router link is checked.
         for &p in &self.gw_ports {
-            let mut c = Client::connect(p, "probe");
-            loop {
-                c.send_to("nobody-at-all", "1", Value::Null);
-                let ack = c.recv_type("ack");
-                if ack["status"] == "offline" {
-                    break;
+            for _ in 0..8 {
+                let mut c = Client::connect(p, "probe");
+                loop {
+                    c.send_to("nobody-at-all", "1", Value::Null);
+                    let ack = c.recv_type("ack");
+                    if ack["status"] == "offline" {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "gateway on {p} never routable: {ack}"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "gateway on {p} never routable: {ack}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
