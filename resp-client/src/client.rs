@@ -54,8 +54,10 @@ pub struct Stats {
 impl Client {
     /// Creates the client and starts connecting to `config.addr` in the background.
     ///
-    /// Requests fail with [`Error::Disconnected`] until the first connection is up; use
-    /// [`Client::wait_connected`] where startup should wait for it.
+    /// Requests made during the first connection attempt are queued and sent once it
+    /// succeeds (they fail with [`Error::Disconnected`] if it fails; the attempt is bounded by
+    /// [`Config::connect_timeout`]), so a client can be used right away. After that, requests
+    /// made while disconnected fail at once. [`Client::wait_connected`] waits for a connection.
     ///
     /// # Panics
     /// When called outside a glommio executor (it spawns the connection task there).

@@ -2,7 +2,7 @@
 //!
 //! Commands are written straight into the caller's [`BytesMut`] (one `reserve`, no temporary
 //! strings), so a writer can flush many commands with one write. Replies are located with the
-//! bounded [`scan`](crate::scan) first and then decoded by `redis-protocol` into [`Reply`]
+//! bounded scan of the private `scan` module first and then decoded by `redis-protocol` into [`Reply`]
 //! values that share the read buffer's memory.
 
 use bytes::{BufMut, BytesMut};

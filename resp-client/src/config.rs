@@ -46,7 +46,7 @@ pub struct Config {
     /// encoded command, so a few MiB at most).
     pub max_in_flight: usize,
     /// Largest reply accepted, including framing; a larger one (or a bulk length announcing
-    /// one) is rejected with [`Error::ReplyTooLarge`] before it is allocated. Default 64 MiB:
+    /// one) is rejected with [`Error::Protocol`] before it is allocated. Default 64 MiB:
     /// far above any reply Connect asks for, yet a bound on what a broken or hostile server can
     /// make the read buffer grow to.
     pub max_reply_bytes: usize,

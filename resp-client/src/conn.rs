@@ -37,6 +37,10 @@ pub(crate) struct Shared {
 
 pub(crate) struct State {
     pub connected: bool,
+    /// The first connection attempt is still running: requests queue (their timeout starts
+    /// once it succeeds) instead of failing, so a client used right after
+    /// [`crate::Client::new`] works. Bounded by `connect_timeout` and `max_in_flight`.
+    starting: bool,
     shutdown: bool,
     pub pipeline: Pipeline<Slot>,
     /// Encoded commands not yet handed to the writer. Every command in it has its slot in
@@ -56,7 +60,7 @@ impl State {
         if self.shutdown {
             return Err(Error::Closed);
         }
-        if !self.connected {
+        if !self.connected && !self.starting {
             return Err(Error::Disconnected);
         }
         self.pipeline.check_room(n)
@@ -92,6 +96,7 @@ impl Shared {
             config,
             state: RefCell::new(State {
                 connected: false,
+                starting: true,
                 shutdown: false,
                 pipeline,
                 wbuf: BytesMut::new(),
@@ -153,7 +158,16 @@ pub(crate) async fn run(shared: Rc<Shared>) {
         let cause = match attempt {
             None => break,
             Some(Err(reason)) => {
-                shared.state.borrow_mut().connect_errors += 1;
+                let failed = {
+                    let mut st = shared.state.borrow_mut();
+                    st.connect_errors += 1;
+                    st.starting = false;
+                    st.wbuf.clear();
+                    st.pipeline.take_all() // queued during the first attempt, never sent
+                };
+                for slot in failed {
+                    slot.complete(Err(Error::Disconnected));
+                }
                 tracing::warn!(addr = %cfg.addr, %reason, "Redis connection attempt failed");
                 reason
             }
@@ -162,7 +176,9 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 let waiters = {
                     let mut st = shared.state.borrow_mut();
                     st.connected = true;
+                    st.starting = false;
                     st.connects += 1;
+                    st.pipeline.restart_deadlines(Instant::now());
                     std::mem::take(&mut st.connect_waiters)
                 };
                 waiters.into_iter().for_each(Waker::wake);
@@ -205,6 +221,16 @@ pub(crate) async fn run(shared: Rc<Shared>) {
         if stop {
             break;
         }
+    }
+    let failed = {
+        let mut st = shared.state.borrow_mut();
+        st.connected = false;
+        st.starting = false;
+        st.wbuf.clear();
+        st.pipeline.take_all()
+    };
+    for slot in failed {
+        slot.complete(Err(Error::Closed));
     }
     tracing::debug!(addr = %cfg.addr, "Redis client shut down");
 }

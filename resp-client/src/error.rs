@@ -7,9 +7,9 @@
 /// may have reached Redis, so retry only idempotent commands (`SET`, `ZADD`, `ZREM`, reads).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// Source: client. Not connected to Redis right now (first connect still running, or Redis
-    /// went away and the client is reconnecting with backoff). Nothing was sent. Retryable:
-    /// retry later, or wait with [`crate::Client::wait_connected`].
+    /// Source: client. Not connected to Redis right now (the first connection attempt failed,
+    /// or Redis went away and the client is reconnecting with backoff). Nothing was sent.
+    /// Retryable: retry later, or wait with [`crate::Client::wait_connected`].
     #[error("not connected to Redis (reconnecting); nothing was sent")]
     Disconnected,
 

@@ -34,7 +34,9 @@
 //! - [`error`]: [`Error`], the crate's one error type.
 //!
 //! # Failure behaviour
-//! While disconnected, requests fail at once with [`Error::Disconnected`]; requests in flight
+//! Requests made during the first connection attempt wait for it (at most
+//! [`Config::connect_timeout`]). After that, while disconnected, requests fail at once with
+//! [`Error::Disconnected`]; requests in flight
 //! when the connection dies get [`Error::ConnectionLost`]; a request without a reply after
 //! [`Config::command_timeout`] gets [`Error::Timeout`] and resets the connection; beyond
 //! [`Config::max_in_flight`] requests fail with [`Error::Overloaded`]. Nothing ever waits

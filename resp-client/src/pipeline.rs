@@ -83,6 +83,19 @@ impl<S> Pipeline<S> {
         self.next_deadline().is_some_and(|d| d <= now)
     }
 
+    /// Restarts every pending request's timeout at `now`: for requests queued before the
+    /// connection existed, whose time only starts once they can be sent.
+    pub fn restart_deadlines(&mut self, now: Instant) {
+        for p in &mut self.pending {
+            p.deadline = now + self.timeout;
+        }
+    }
+
+    /// Removes every pending request (e.g. never sent, to be failed with one error).
+    pub fn take_all(&mut self) -> Vec<S> {
+        self.pending.drain(..).map(|p| p.slot).collect()
+    }
+
     /// Removes every pending request, pairing each with its error: the oldest gets `first`
     /// (the cause: the timeout, protocol error or lost connection), each later one
     /// [`Error::Timeout`] if it is past its deadline at `now`, else `rest`.
@@ -155,6 +168,19 @@ mod tests {
         p.on_reply();
         assert_eq!(p.next_deadline(), Some(t0 + T + T / 2));
         assert!(!p.is_expired(t0 + T));
+    }
+
+    #[test]
+    fn restart_deadlines_counts_from_now() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(T, 10);
+        p.push(1, t0);
+        p.push(2, t0 + T / 2);
+        p.restart_deadlines(t0 + T * 3);
+        assert!(!p.is_expired(t0 + T * 3));
+        assert_eq!(p.next_deadline(), Some(t0 + T * 4));
+        assert_eq!(p.take_all(), vec![1, 2]);
+        assert!(p.is_empty());
     }
 
     #[test]

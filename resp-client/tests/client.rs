@@ -41,8 +41,10 @@ fn set_get_and_replies_of_every_kind() {
     let url = redis.url();
     run(move || async move {
         let client = Client::new(Config::from_url(&url).unwrap());
-        // Before the background task ran: fail fast, nothing hangs.
-        assert_eq!(client.submit(&[b"PING"]).await, Err(Error::Disconnected));
+        // Used at once: queued during the first connection attempt, sent when it succeeds.
+        let early = client.submit(&[b"SET", b"early", b"1"]);
+        assert!(!client.is_connected());
+        assert!(early.await.unwrap().is_ok());
         client.wait_connected(WAIT).await.unwrap();
         assert!(client.submit(&[b"SET", b"k", b"v"]).await.unwrap().is_ok());
         assert_eq!(bulk(&client.cmd(&[b"GET", b"k"]).await.unwrap()), b"v");
@@ -432,6 +434,10 @@ fn unreachable_redis_fails_fast() {
     let port = testkit::free_port(); // nothing listens there
     run(move || async move {
         let client = Client::new(Config::default().with_addr(format!("127.0.0.1:{port}")));
+        // Queued during the first attempt, which is refused: Disconnected, quickly.
+        let t = Instant::now();
+        assert_eq!(client.cmd(&[b"PING"]).await, Err(Error::Disconnected));
+        assert!(t.elapsed() < Duration::from_millis(500));
         assert_eq!(
             client.wait_connected(Duration::from_millis(200)).await,
             Err(Error::Disconnected)
