@@ -49,6 +49,10 @@ pub struct Stats {
     pub reconnects: u64,
     /// Connection attempts that failed (refused, timed out, handshake rejected).
     pub connect_errors: u64,
+    /// Socket writes issued. `commands / writes` is the coalescing factor.
+    pub writes: u64,
+    /// Commands queued for sending (accepted by `submit*`).
+    pub commands: u64,
 }
 
 impl Client {
@@ -89,6 +93,7 @@ impl Client {
         }
         let cell = Rc::new(RefCell::new(OneState::default()));
         encode_command(&mut st.wbuf, args);
+        st.commands += 1;
         st.pipeline.push(Slot::One(cell.clone()), Instant::now());
         st.wake_driver();
         ReplyFuture(ReplyState::Waiting(cell))
@@ -321,6 +326,7 @@ impl BatchFuture {
             waker: None,
         }));
         let now = Instant::now();
+        st.commands += n as u64;
         for _ in 0..n {
             st.pipeline.push(Slot::Batch(cell.clone()), now);
         }

@@ -52,6 +52,8 @@ pub(crate) struct State {
     connect_waiters: Vec<Waker>,
     connects: u64,
     connect_errors: u64,
+    writes: u64,
+    pub commands: u64,
 }
 
 impl State {
@@ -85,6 +87,8 @@ impl State {
             in_flight: self.pipeline.len(),
             reconnects: self.connects.saturating_sub(1),
             connect_errors: self.connect_errors,
+            writes: self.writes,
+            commands: self.commands,
         }
     }
 }
@@ -104,6 +108,8 @@ impl Shared {
                 connect_waiters: Vec::new(),
                 connects: 0,
                 connect_errors: 0,
+                writes: 0,
+                commands: 0,
             }),
         }
     }
@@ -345,7 +351,10 @@ async fn write_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
                 poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &out)).await;
             match written {
                 Ok(0) => return Error::ConnectionLost,
-                Ok(n) => out.advance(n),
+                Ok(n) => {
+                    out.advance(n);
+                    shared.state.borrow_mut().writes += 1;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "Redis write failed");
                     return Error::ConnectionLost;

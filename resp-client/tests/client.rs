@@ -138,7 +138,14 @@ fn pipelined_burst_from_many_tasks() {
         assert_eq!(client.submit_batch(Batch::new()).await.unwrap(), vec![]);
         let after = commands_processed(&addr);
         assert!(after - before >= (TASKS * PER_TASK) as u64);
-        assert_eq!(client.stats().in_flight, 0);
+        let stats = client.stats();
+        assert_eq!(stats.in_flight, 0);
+        // Commands queued by many tasks share writes.
+        assert!(stats.commands >= 10_200, "{stats:?}");
+        assert!(
+            stats.writes * 20 < stats.commands,
+            "little coalescing: {stats:?}"
+        );
     });
 }
 
