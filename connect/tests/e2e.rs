@@ -104,13 +104,16 @@ fn chat_across_gateways() {
     assert_eq!(alice.recv_type("error")["code"], "unknown_type");
     alice.send_raw(r#"{"type":"send","id":"m5","to":"not a user!","body":1}"#);
     assert_eq!(alice.recv_type("error")["code"], "invalid_user");
-    let big = "x".repeat(70 * 1024);
+    let big = "x".repeat(65 * 1024);
     alice.send_to("bob", "m6", json!(big));
     let e = alice.recv_type("error");
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
         (Some("too_large"), Some("m6"))
     );
+    // Far over the limit the frame is refused unparsed (no id), still without closing.
+    alice.send_to("bob", "m6b", json!("y".repeat(200 * 1024)));
+    assert_eq!(alice.recv_type("error")["code"], "too_large");
     alice.send_to("bob", "m7", json!("still here"));
     assert_eq!(bob.recv_type("message")["body"], "still here");
     assert_eq!(alice.recv_type("ack")["status"], "delivered");

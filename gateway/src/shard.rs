@@ -158,6 +158,10 @@ pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, in
             return;
         }
     };
+    // Accept only once the registry answers, so the first clients are not turned away.
+    if let Err(e) = registry.wait_ready(Duration::from_secs(5)).await {
+        tracing::warn!(shard = id, error = %e, "registry not reachable yet; serving anyway");
+    }
     let port = cfg.advertise_port.map_or(internal_port, |p| p + id);
     let advertise = if cfg.advertise_host.contains(':') {
         format!("[{}]:{}", cfg.advertise_host, port)

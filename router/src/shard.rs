@@ -230,6 +230,10 @@ pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
             return;
         }
     };
+    // Accept only once the registry answers, so the first clients are not turned away.
+    if let Err(e) = registry.wait_ready(Duration::from_secs(5)).await {
+        tracing::warn!(shard = id, error = %e, "registry not reachable yet; serving anyway");
+    }
     let shard = Rc::new(Shard {
         id,
         cfg,
