@@ -174,7 +174,10 @@ fn in_flight_bound_is_backpressure() {
             client.submit_many(&[&[b"PING"]]).await,
             Err(Error::Overloaded { max_in_flight: 10 })
         );
-        assert!(start.elapsed() < Duration::from_millis(50), "fails at once");
+        assert!(
+            start.elapsed() < Duration::from_millis(250),
+            "fails at once"
+        );
         assert_eq!(client.stats().in_flight, 10);
         for f in futs {
             assert_eq!(f.await.unwrap(), Reply::Simple("PONG".into()));
@@ -204,7 +207,7 @@ fn redis_restart_fails_cleanly_then_recovers() {
         for _ in 0..3 {
             let t = Instant::now();
             assert_eq!(client.cmd(&[b"GET", b"k"]).await, Err(Error::Disconnected));
-            assert!(t.elapsed() < Duration::from_millis(50));
+            assert!(t.elapsed() < Duration::from_millis(250));
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
         assert!(start.elapsed() < Duration::from_secs(2));
@@ -245,7 +248,7 @@ fn slow_reply_times_out_and_resets_connection() {
         );
         let waited = start.elapsed();
         assert!(
-            waited >= Duration::from_millis(190) && waited < Duration::from_millis(500),
+            waited >= Duration::from_millis(190) && waited < Duration::from_millis(900),
             "{waited:?}"
         );
         // The connection was reset; after the pause the client works again.
@@ -444,14 +447,14 @@ fn unreachable_redis_fails_fast() {
         // Queued during the first attempt, which is refused: Disconnected, quickly.
         let t = Instant::now();
         assert_eq!(client.cmd(&[b"PING"]).await, Err(Error::Disconnected));
-        assert!(t.elapsed() < Duration::from_millis(500));
+        assert!(t.elapsed() < Duration::from_millis(900));
         assert_eq!(
             client.wait_connected(Duration::from_millis(200)).await,
             Err(Error::Disconnected)
         );
         let t = Instant::now();
         assert_eq!(client.cmd(&[b"PING"]).await, Err(Error::Disconnected));
-        assert!(t.elapsed() < Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_millis(250));
         assert!(!client.stats().connected);
     });
 }
