@@ -10,11 +10,10 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use futures_lite::future::or;
@@ -23,9 +22,10 @@ use glommio::net::TcpStream;
 
 use crate::backoff::Backoff;
 use crate::client::{Slot, Stats};
-use crate::codec::{encode_command, Decoder};
+use crate::codec::Decoder;
+use crate::connect;
 use crate::pipeline::Pipeline;
-use crate::{Config, Error, Reply};
+use crate::{Config, Error};
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -155,8 +155,9 @@ pub(crate) async fn run(shared: Rc<Shared>) {
         ^ (Rc::as_ptr(&shared) as u64);
     let cfg = &shared.config;
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max, seed);
+    let mut failing = false; // log the first failure of an outage loudly, the rest quietly
     loop {
-        let attempt = or(async { Some(connect(cfg).await) }, async {
+        let attempt = or(async { Some(connect::connect(cfg).await) }, async {
             shared.shutdown_signal().await;
             None
         })
@@ -174,11 +175,17 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 for slot in failed {
                     slot.complete(Err(Error::Disconnected));
                 }
-                tracing::warn!(addr = %cfg.addr, %reason, "Redis connection attempt failed");
+                if failing {
+                    tracing::debug!(addr = %cfg.addr, %reason, "Redis connection attempt failed");
+                } else {
+                    tracing::warn!(addr = %cfg.addr, %reason, "Redis connection attempt failed");
+                }
+                failing = true;
                 reason
             }
             Some(Ok(stream)) => {
                 backoff.reset();
+                failing = false;
                 let waiters = {
                     let mut st = shared.state.borrow_mut();
                     st.connected = true;
@@ -239,86 +246,6 @@ pub(crate) async fn run(shared: Rc<Shared>) {
         slot.complete(Err(Error::Closed));
     }
     tracing::debug!(addr = %cfg.addr, "Redis client shut down");
-}
-
-/// Connects, sends `AUTH`/`SELECT` if configured and checks their replies, all within
-/// `connect_timeout`.
-async fn connect(cfg: &Config) -> Result<TcpStream, String> {
-    let timeout = cfg.connect_timeout.max(Duration::from_millis(1));
-    let addr = resolve(&cfg.addr)?;
-    let stream = TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
-    let late = async {
-        glommio::timer::sleep(timeout).await;
-        Err(format!("handshake took over {timeout:?}"))
-    };
-    or(handshake(cfg, stream), late).await
-}
-
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    addr.to_socket_addrs()
-        .map_err(|e| format!("resolve {addr:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("resolve {addr:?}: no address"))
-}
-
-async fn handshake(cfg: &Config, mut stream: TcpStream) -> Result<TcpStream, String> {
-    let mut out = BytesMut::new();
-    let mut expected = 0;
-    if let Some(password) = &cfg.password {
-        match &cfg.username {
-            Some(user) => {
-                encode_command(&mut out, &[b"AUTH", user.as_bytes(), password.as_bytes()])
-            }
-            None => encode_command(&mut out, &[b"AUTH", password.as_bytes()]),
-        }
-        expected += 1;
-    }
-    if cfg.db != 0 {
-        let db = crate::Int::from(i64::from(cfg.db));
-        encode_command(&mut out, &[b"SELECT", db.as_ref()]);
-        expected += 1;
-    }
-    if expected == 0 {
-        return Ok(stream);
-    }
-    futures_lite::AsyncWriteExt::write_all(&mut stream, &out)
-        .await
-        .map_err(|e| format!("handshake write: {e}"))?;
-    let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len);
-    let mut rbuf = BytesMut::new();
-    let mut scratch = [0u8; 512];
-    while expected > 0 {
-        match dec
-            .decode(&mut rbuf)
-            .map_err(|e| format!("handshake: {e}"))?
-        {
-            Some(Reply::Error(e)) => {
-                return Err(format!(
-                    "handshake rejected: {}",
-                    String::from_utf8_lossy(&e)
-                ))
-            }
-            Some(_) => expected -= 1,
-            None => {
-                let n = futures_lite::AsyncReadExt::read(&mut stream, &mut scratch)
-                    .await
-                    .map_err(|e| format!("handshake read: {e}"))?;
-                if n == 0 {
-                    return Err("connection closed during handshake".into());
-                }
-                rbuf.extend_from_slice(&scratch[..n]);
-            }
-        }
-    }
-    if !rbuf.is_empty() {
-        return Err("unexpected bytes after handshake replies".into());
-    }
-    Ok(stream)
 }
 
 /// Runs one established connection until it fails; returns the cause.

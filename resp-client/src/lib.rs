@@ -29,15 +29,15 @@
 //! - [`config`]: [`Config`] and its `redis://` URL parser.
 //! - [`client`]: [`Client`] (the cheap `Clone` handle whose `submit*` calls queue at call time),
 //!   [`ReplyFuture`], [`BatchFuture`], [`Batch`], [`Stats`].
-//! - `conn` (private): the background task (connect + `AUTH`/`SELECT`, writer, reader,
-//!   watchdog, reconnect).
+//! - `conn` (private): the state shared by a client's clones and the background task
+//!   (writer, reader, watchdog, reconnect with backoff).
+//! - `connect` (private): opening one connection (TCP connect, `AUTH`/`SELECT`).
 //! - [`error`]: [`Error`], the crate's one error type.
 //!
 //! # Failure behaviour
 //! Requests made during the first connection attempt wait for it (at most
 //! [`Config::connect_timeout`]). After that, while disconnected, requests fail at once with
-//! [`Error::Disconnected`]; requests in flight
-//! when the connection dies get [`Error::ConnectionLost`]; a request without a reply after
+//! [`Error::Disconnected`]; requests in flight when the connection dies get [`Error::ConnectionLost`]; a request without a reply after
 //! [`Config::command_timeout`] gets [`Error::Timeout`] and resets the connection; beyond
 //! [`Config::max_in_flight`] requests fail with [`Error::Overloaded`]. Nothing ever waits
 //! longer than the command timeout.
@@ -47,6 +47,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 mod conn;
+mod connect;
 pub mod error;
 pub mod pipeline;
 pub mod reply;
