@@ -4,13 +4,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use glommio::net::TcpStream;
-use registry::SessionEntry;
+use registry::{RegistryFuture, SessionEntry};
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
 use runtime::signal::Signal;
@@ -23,7 +21,7 @@ const LINK_QUEUE: usize = 32 * 1024 * 1024;
 /// Sends awaiting their lookup on one link; beyond it sends are failed at once (backpressure).
 const MAX_QUEUED: usize = 65_536;
 
-type Lookup = Pin<Box<dyn Future<Output = Result<Vec<SessionEntry>, registry::Error>>>>;
+type Lookup = RegistryFuture<Vec<SessionEntry>>;
 
 struct Job {
     msg_id: u64,
@@ -131,7 +129,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<Inbound>, stream: &Stream) -> St
                         continue;
                     }
                     let lookup: Lookup = match std::str::from_utf8(&to) {
-                        Ok(user) => Box::pin(shard.registry.lookup(user)),
+                        Ok(user) => shard.registry.lookup(user),
                         Err(_) => {
                             link.ack(msg_id, AckStatus::Failed, "recipient is not UTF-8");
                             continue;
