@@ -148,8 +148,9 @@ async fn respond(stream: &Stream, status: u16, reason: &str, body: &str, extra: 
     let _ = with_timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
 }
 
-async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
-    let stream = Stream::new(tcp);
+/// Reads and answers the HTTP request; for an authorised upgrade, registers the session and
+/// returns the live connection.
+async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
     let mut head = BytesMut::new();
     let parsed = with_timeout(HANDSHAKE_TIMEOUT, async {
         loop {
@@ -173,43 +174,43 @@ async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
                 http::HttpError::TooLarge => (431, "Request Header Fields Too Large"),
                 _ => (400, "Bad Request"),
             };
-            respond(&stream, status, reason, &format!("{e}\n"), &[]).await;
-            return;
+            respond(stream, status, reason, &format!("{e}\n"), &[]).await;
+            return None;
         }
-        None => return,
+        None => return None,
     };
     if req.method != http::Method::Get {
         respond(
-            &stream,
+            stream,
             405,
             "Method Not Allowed",
             "GET only\n",
             &[("Allow", "GET")],
         )
         .await;
-        return;
+        return None;
     }
     match req.path.as_str() {
         "/healthz" => {
-            respond(&stream, 200, "OK", "ok\n", &[]).await;
-            return;
+            respond(stream, 200, "OK", "ok\n", &[]).await;
+            return None;
         }
         "/ws" => {}
         _ => {
-            respond(&stream, 404, "Not Found", "not found\n", &[]).await;
-            return;
+            respond(stream, 404, "Not Found", "not found\n", &[]).await;
+            return None;
         }
     }
     let Some(token) = req.token.as_deref() else {
         respond(
-            &stream,
+            stream,
             401,
             "Unauthorized",
             "missing token\n",
             &[("WWW-Authenticate", "Bearer")],
         )
         .await;
-        return;
+        return None;
     };
     let claims = match auth::verify_hs256(
         &shard.cfg.jwt_secret,
@@ -221,38 +222,38 @@ async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
         Err(e) => {
             let body = format!("invalid token: {e}\n");
             respond(
-                &stream,
+                stream,
                 401,
                 "Unauthorized",
                 &body,
                 &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
             )
             .await;
-            return;
+            return None;
         }
     };
     if !wire::user::valid_user_id(&claims.sub) {
         respond(
-            &stream,
+            stream,
             401,
             "Unauthorized",
             "invalid token: bad subject\n",
             &[],
         )
         .await;
-        return;
+        return None;
     }
     let (Some(key), true, true) = (req.websocket_key.as_deref(), req.is_upgrade, req.version_ok)
     else {
         respond(
-            &stream,
+            stream,
             426,
             "Upgrade Required",
             "WebSocket upgrade (version 13) required\n",
             &[("Sec-WebSocket-Version", "13")],
         )
         .await;
-        return;
+        return None;
     };
 
     let session = shard.new_session_id();
@@ -266,14 +267,14 @@ async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
     if let Err(e) = shard.registry.register(&entry, shard.cfg.session_ttl).await {
         tracing::warn!(error = %e, user = %entry.user, "session registration failed");
         respond(
-            &stream,
+            stream,
             503,
             "Service Unavailable",
             "session registry unavailable, retry later\n",
             &[("Retry-After", "2")],
         )
         .await;
-        return;
+        return None;
     }
 
     let outbox = Rc::new(Outbox::new(shard.cfg.client_queue, KEEP_CAPACITY));
@@ -310,7 +311,18 @@ async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
     });
     shard.sessions.borrow_mut().insert(session, conn.clone());
     tracing::debug!(session, user = %conn.entry.user, "client connected");
+    Some(conn)
+}
 
+async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
+    let stream = Stream::new(tcp);
+    // Boxed so that the handshake's state (request buffer, parsed head, timers) is freed when
+    // it is done instead of sizing every connection's long-lived task.
+    let Some(conn) = Box::pin(handshake(&shard, &stream)).await else {
+        return;
+    };
+    let session = conn.session;
+    let outbox = conn.outbox.clone();
     let writer_stream = stream.clone();
     let writer = glommio::spawn_local(async move {
         if let Err(e) = outbox.run_writer(&writer_stream).await {
