@@ -20,12 +20,12 @@ use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use crate::backoff::Backoff;
 use crate::client::{Slot, Stats};
 use crate::codec::Decoder;
 use crate::connect;
 use crate::pipeline::Pipeline;
 use crate::{Config, Error};
+use runtime::backoff::Backoff;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;

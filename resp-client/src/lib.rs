@@ -1,7 +1,7 @@
 //! Connect's pipelined Redis client for glommio: one connection per shard, many requests in
 //! flight, replies matched in order.
 //!
-//! The protocol half is sans-I/O ([`codec`], [`pipeline`], [`backoff`]: no socket, no clock,
+//! The protocol half is sans-I/O ([`codec`], [`pipeline`]: no socket, no clock,
 //! tested byte by byte); [`Client`] is the thin glommio glue around it.
 //!
 //! ```no_run
@@ -25,7 +25,7 @@
 //! - [`reply`]: [`Reply`], one decoded reply (RESP2 today, RESP3 variants reserved).
 //! - [`pipeline`]: [`Pipeline`], the FIFO of pending requests with deadlines and in-flight
 //!   bound; time comes in as an argument.
-//! - [`backoff`]: [`Backoff`], jittered exponential reconnect delays.
+//! - [`Backoff`] (from `runtime`): jittered exponential reconnect delays.
 //! - [`config`]: [`Config`] and its `redis://` URL parser.
 //! - [`client`]: [`Client`] (the cheap `Clone` handle whose `submit*` calls queue at call time),
 //!   [`ReplyFuture`], [`BatchFuture`], [`Batch`], [`Stats`].
@@ -42,7 +42,6 @@
 //! [`Config::max_in_flight`] requests fail with [`Error::Overloaded`]. Nothing ever waits
 //! longer than the command timeout.
 
-pub mod backoff;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -53,10 +52,10 @@ pub mod pipeline;
 pub mod reply;
 mod scan;
 
-pub use backoff::Backoff;
 pub use client::{Batch, BatchFuture, Client, ReplyFuture, Stats};
 pub use codec::{Decoder, Int};
 pub use config::Config;
 pub use error::Error;
 pub use pipeline::Pipeline;
 pub use reply::Reply;
+pub use runtime::backoff::Backoff;

@@ -1,48 +1,51 @@
-//! Jittered exponential backoff for reconnect loops.
+//! Jittered exponential backoff for reconnect loops, as a tiny state machine (no clock, no
+//! sleeping).
 
 use std::time::Duration;
 
-/// Exponential backoff with "full jitter": each delay is uniform in `[base/2, cap]`-bounded
-/// doubling steps, so a fleet of reconnecting links does not stampede in lockstep.
+/// Delays between reconnect attempts: "equal jitter", i.e. a random delay in `[d/2, d]` where
+/// `d` starts at `min` and doubles after every failure up to `max`, so shards that lost Redis at
+/// the same moment do not all come back at the same moment.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
-    next: Duration,
+    current: Duration,
     rng: u64,
 }
 
 impl Backoff {
-    /// Starts at `min`, doubles per failure up to `max`.
-    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
+    /// Starts at `min`, caps at `max`; `seed` drives the jitter (any value; 0 is remapped).
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Backoff {
+        let min = min.max(Duration::from_millis(1));
         Backoff {
             min,
-            max,
-            next: min,
+            max: max.max(min),
+            current: min,
             rng: seed | 1,
         }
     }
 
-    /// The delay before the next attempt; grows the following one.
+    /// The next delay to wait; each call doubles the base for the following one.
     pub fn next_delay(&mut self) -> Duration {
-        // xorshift64: cheap, good enough for jitter.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let cur = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = cur / 2;
-        let jitter_ns = if half.as_nanos() == 0 {
-            0
-        } else {
-            self.rng % (half.as_nanos() as u64)
-        };
-        half + Duration::from_nanos(jitter_ns)
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = base / 2;
+        let span = (base - half).as_nanos() as u64;
+        half + Duration::from_nanos(self.next_random() % (span + 1))
     }
 
-    /// Call after a success: the next failure starts from `min` again.
+    /// Back to `min`, after a connection succeeded.
     pub fn reset(&mut self) {
-        self.next = self.min;
+        self.current = self.min;
+    }
+
+    /// xorshift64*: plenty for jitter.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -51,17 +54,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grows_to_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 42);
-        let d1 = b.next_delay();
-        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+    fn doubles_with_jitter_up_to_max_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(50), ms(2000), 42);
+        let mut bases = Vec::new();
         for _ in 0..10 {
             let d = b.next_delay();
-            assert!(d <= Duration::from_secs(1), "{d:?}");
+            bases.push(d);
         }
-        let late = b.next_delay();
-        assert!(late >= Duration::from_millis(500), "{late:?}");
+        let expect = [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000];
+        for (d, base) in bases.iter().zip(expect) {
+            assert!(*d >= ms(base) / 2 && *d <= ms(base), "{d:?} vs base {base}");
+        }
         b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+        assert!(b.next_delay() <= ms(50));
+    }
+
+    #[test]
+    fn seeds_spread() {
+        let ms = Duration::from_millis;
+        let a = Backoff::new(ms(1000), ms(1000), 1).next_delay();
+        let b = Backoff::new(ms(1000), ms(1000), 2).next_delay();
+        assert_ne!(a, b);
     }
 }
