@@ -50,14 +50,7 @@ fn block_signals() -> libc::sigset_t {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONNECT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    runtime::log::init();
     let a = Args::parse();
     let secret = a.jwt_secret.clone().unwrap_or_else(|| {
         format!(

@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use glommio::net::TcpListener;
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
@@ -48,63 +47,47 @@ async fn serve(shard: &Shard, stream: Stream) -> String {
             shard.id,
         )
     });
-    let writer = {
-        let (outbox, stream) = (outbox.clone(), stream.clone());
-        glommio::spawn_local(async move {
-            let r = outbox.run_writer(&stream).await;
-            stream.shutdown();
-            r
-        })
-    };
-    let reason = read_loop(shard, &stream, &outbox).await;
+    let writer = runtime::link::spawn_writer(&outbox, &stream);
+    let mut greeted = false;
+    let reason = runtime::link::read_frames(
+        &stream,
+        |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
+        |f| on_frame(shard, &outbox, &mut greeted, f),
+    )
+    .await;
     outbox.close();
     let _ = writer.await;
     reason
 }
 
-async fn read_loop(shard: &Shard, stream: &Stream, outbox: &Outbox) -> String {
-    let mut rx = BytesMut::with_capacity(64 * 1024);
-    let mut greeted = false;
-    loop {
-        match stream.read_with(|b| rx.extend_from_slice(b)).await {
-            Ok(0) => return "closed by router".into(),
-            Err(e) => return format!("read error: {e}"),
-            Ok(_) => {}
+fn on_frame(shard: &Shard, outbox: &Outbox, greeted: &mut bool, f: Frame) -> Result<(), String> {
+    match f {
+        Frame::Hello { role, version, .. } if !*greeted => {
+            if role != Role::Router || version != frame::PROTOCOL_VERSION {
+                return Err(format!("peer is not a v{} router", frame::PROTOCOL_VERSION));
+            }
+            *greeted = true;
         }
-        loop {
-            let f = match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return format!("bad frame: {e}"),
-            };
-            match f {
-                Frame::Hello { role, version, .. } if !greeted => {
-                    if role != Role::Router || version != frame::PROTOCOL_VERSION {
-                        return format!("peer is not a v{} router", frame::PROTOCOL_VERSION);
-                    }
-                    greeted = true;
-                }
-                _ if !greeted => return "first frame was not a router hello".into(),
-                Frame::Deliver {
-                    fwd_id,
-                    to,
-                    sessions,
-                    payload,
-                } => {
-                    let n = shard.deliver(&to, sessions.iter(), &payload);
-                    if outbox
-                        .push(|b| frame::encode_deliver_result(b, fwd_id, n))
-                        .is_err()
-                    {
-                        return "router does not read its results".into();
-                    }
-                }
-                Frame::Ping { nonce } => {
-                    let _ = outbox.push(|b| frame::encode_pong(b, nonce));
-                }
-                Frame::Pong { .. } => {}
-                other => return format!("unexpected frame from router: {other:?}"),
+        _ if !*greeted => return Err("first frame was not a router hello".into()),
+        Frame::Deliver {
+            fwd_id,
+            to,
+            sessions,
+            payload,
+        } => {
+            let n = shard.deliver(&to, sessions.iter(), &payload);
+            if outbox
+                .push(|b| frame::encode_deliver_result(b, fwd_id, n))
+                .is_err()
+            {
+                return Err("router does not read its results".into());
             }
         }
+        Frame::Ping { nonce } => {
+            let _ = outbox.push(|b| frame::encode_pong(b, nonce));
+        }
+        Frame::Pong { .. } => {}
+        other => return Err(format!("unexpected frame from router: {other:?}")),
     }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Per-shard state and the shard's background loops.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use glommio::timer::sleep;
 use registry::{Registry, SessionEntry};
+use runtime::deadlines::Deadlines;
 use serde_json::value::RawValue;
 use socket2::Socket;
 use wire::frame::AckStatus;
@@ -39,7 +40,7 @@ pub struct Shard {
     pub sessions: RefCell<HashMap<u64, Rc<Conn>>>,
     pub uplinks: Vec<Rc<Uplink>>,
     pending: RefCell<HashMap<u64, Pending>>,
-    deadlines: RefCell<VecDeque<(Instant, u64)>>,
+    deadlines: RefCell<Deadlines>,
     next_msg: Cell<u64>,
     rng: Cell<u64>,
     /// Reused buffer for encoding outgoing message JSON (no allocation per message).
@@ -79,7 +80,7 @@ impl Shard {
         );
         self.deadlines
             .borrow_mut()
-            .push_back((Instant::now() + self.cfg.send_timeout, msg_id));
+            .push(Instant::now() + self.cfg.send_timeout, msg_id);
         msg_id
     }
 
@@ -115,16 +116,8 @@ impl Shard {
 
     fn expire(&self, now: Instant) {
         loop {
-            let id = {
-                let mut d = self.deadlines.borrow_mut();
-                match d.front() {
-                    Some((at, id)) if *at <= now => {
-                        let id = *id;
-                        d.pop_front();
-                        id
-                    }
-                    _ => break,
-                }
+            let Some(id) = self.deadlines.borrow_mut().pop_expired(now) else {
+                break;
             };
             self.complete(
                 id,
@@ -181,7 +174,7 @@ pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, in
         sessions: RefCell::new(HashMap::new()),
         uplinks,
         pending: RefCell::new(HashMap::new()),
-        deadlines: RefCell::new(VecDeque::new()),
+        deadlines: RefCell::new(Deadlines::default()),
         next_msg: Cell::new(1),
         rng: Cell::new(runtime::clock::random_u64() | 1),
         scratch: RefCell::new(Vec::with_capacity(4096)),

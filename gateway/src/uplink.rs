@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use runtime::backoff::Backoff;
@@ -95,15 +94,13 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
         )
     });
     *link.outbox.borrow_mut() = Some(outbox.clone());
-    let writer = {
-        let (outbox, stream) = (outbox.clone(), stream.clone());
-        glommio::spawn_local(async move {
-            let r = outbox.run_writer(&stream).await;
-            stream.shutdown();
-            r
-        })
-    };
-    let reason = read_loop(shard, &stream).await;
+    let writer = runtime::link::spawn_writer(&outbox, &stream);
+    let reason = runtime::link::read_frames(
+        &stream,
+        |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
+        |f| on_frame(shard, f),
+    )
+    .await;
     *link.outbox.borrow_mut() = None;
     outbox.close();
     stream.shutdown();
@@ -112,32 +109,22 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
     reason
 }
 
-async fn read_loop(shard: &Shard, stream: &Stream) -> String {
-    let mut rx = BytesMut::with_capacity(64 * 1024);
-    loop {
-        match stream.read_with(|b| rx.extend_from_slice(b)).await {
-            Ok(0) => return "closed by router".into(),
-            Err(e) => return format!("read error: {e}"),
-            Ok(_) => {}
+fn on_frame(shard: &Shard, f: Frame) -> Result<(), String> {
+    match f {
+        Frame::Ack {
+            msg_id,
+            status,
+            reason,
+        } => {
+            let reason = std::str::from_utf8(&reason).ok().filter(|r| !r.is_empty());
+            shard.complete(msg_id, status, reason);
         }
-        loop {
-            match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
-                Ok(Some(Frame::Ack {
-                    msg_id,
-                    status,
-                    reason,
-                })) => {
-                    let reason = std::str::from_utf8(&reason).ok().filter(|r| !r.is_empty());
-                    shard.complete(msg_id, status, reason);
-                }
-                Ok(Some(Frame::Hello {
-                    role: Role::Router, ..
-                })) => {}
-                Ok(Some(Frame::Ping { .. } | Frame::Pong { .. })) => {}
-                Ok(Some(other)) => return format!("unexpected frame from router: {other:?}"),
-                Ok(None) => break,
-                Err(e) => return format!("bad frame from router: {e}"),
-            }
+        Frame::Hello {
+            role: Role::Router, ..
         }
+        | Frame::Ping { .. }
+        | Frame::Pong { .. } => {}
+        other => return Err(format!("unexpected frame from router: {other:?}")),
     }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::net::TcpStream;
 use registry::{RegistryFuture, SessionEntry};
 use runtime::io::Stream;
@@ -60,16 +60,15 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
         signal: Signal::default(),
         reading: Cell::new(true),
     });
-    let writer = {
-        let (outbox, stream) = (outbox.clone(), stream.clone());
-        glommio::spawn_local(async move {
-            let r = outbox.run_writer(&stream).await;
-            stream.shutdown();
-            r
-        })
-    };
+    let writer = runtime::link::spawn_writer(&outbox, &stream);
     let processor = glommio::spawn_local(process(shard.clone(), link.clone()));
-    let reason = read_loop(&shard, &link, &stream).await;
+    let mut greeted = false;
+    let reason = runtime::link::read_frames(
+        &stream,
+        |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
+        |f| on_frame(&shard, &link, &mut greeted, f),
+    )
+    .await;
     link.reading.set(false);
     link.signal.raise();
     processor.await;
@@ -96,59 +95,45 @@ async fn process(shard: Rc<Shard>, link: Rc<Inbound>) {
     }
 }
 
-async fn read_loop(shard: &Rc<Shard>, link: &Rc<Inbound>, stream: &Stream) -> String {
-    let mut rx = BytesMut::with_capacity(64 * 1024);
-    let mut greeted = false;
-    loop {
-        match stream.read_with(|b| rx.extend_from_slice(b)).await {
-            Ok(0) => return "closed by gateway".into(),
-            Err(e) => return format!("read error: {e}"),
-            Ok(_) => {}
-        }
-        loop {
-            let f = match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return format!("bad frame: {e}"),
-            };
-            match f {
-                Frame::Hello { role, version, .. } if !greeted => {
-                    if role != Role::Gateway || version != frame::PROTOCOL_VERSION {
-                        return format!("peer is not a v{} gateway", frame::PROTOCOL_VERSION);
-                    }
-                    greeted = true;
-                }
-                _ if !greeted => return "first frame was not a gateway hello".into(),
-                Frame::Send {
-                    msg_id,
-                    to,
-                    payload,
-                } => {
-                    if link.jobs.borrow().len() >= MAX_QUEUED {
-                        link.ack(msg_id, AckStatus::Failed, "router overloaded");
-                        continue;
-                    }
-                    let lookup: Lookup = match std::str::from_utf8(&to) {
-                        Ok(user) => shard.registry.lookup(user),
-                        Err(_) => {
-                            link.ack(msg_id, AckStatus::Failed, "recipient is not UTF-8");
-                            continue;
-                        }
-                    };
-                    link.jobs.borrow_mut().push_back(Job {
-                        msg_id,
-                        to,
-                        payload,
-                        lookup,
-                    });
-                    link.signal.raise();
-                }
-                Frame::Ping { nonce } => {
-                    let _ = link.outbox.push(|b| frame::encode_pong(b, nonce));
-                }
-                Frame::Pong { .. } => {}
-                other => return format!("unexpected frame from gateway: {other:?}"),
+fn on_frame(shard: &Shard, link: &Inbound, greeted: &mut bool, f: Frame) -> Result<(), String> {
+    match f {
+        Frame::Hello { role, version, .. } if !*greeted => {
+            if role != Role::Gateway || version != frame::PROTOCOL_VERSION {
+                return Err(format!(
+                    "peer is not a v{} gateway",
+                    frame::PROTOCOL_VERSION
+                ));
             }
+            *greeted = true;
         }
+        _ if !*greeted => return Err("first frame was not a gateway hello".into()),
+        Frame::Send {
+            msg_id,
+            to,
+            payload,
+        } => {
+            if link.jobs.borrow().len() >= MAX_QUEUED {
+                link.ack(msg_id, AckStatus::Failed, "router overloaded");
+                return Ok(());
+            }
+            let Ok(user) = std::str::from_utf8(&to) else {
+                link.ack(msg_id, AckStatus::Failed, "recipient is not UTF-8");
+                return Ok(());
+            };
+            let lookup = shard.registry.lookup(user);
+            link.jobs.borrow_mut().push_back(Job {
+                msg_id,
+                to,
+                payload,
+                lookup,
+            });
+            link.signal.raise();
+        }
+        Frame::Ping { nonce } => {
+            let _ = link.outbox.push(|b| frame::encode_pong(b, nonce));
+        }
+        Frame::Pong { .. } => {}
+        other => return Err(format!("unexpected frame from gateway: {other:?}")),
     }
+    Ok(())
 }

@@ -82,15 +82,13 @@ pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
         Ok(tcp) => {
             peer.failures.set(0);
             let stream = Stream::new(tcp);
-            let writer = {
-                let (outbox, stream) = (peer.outbox.clone(), stream.clone());
-                glommio::spawn_local(async move {
-                    let r = outbox.run_writer(&stream).await;
-                    stream.shutdown();
-                    r
-                })
-            };
-            let reason = read_loop(&shard, &stream).await;
+            let writer = runtime::link::spawn_writer(&peer.outbox, &stream);
+            let reason = runtime::link::read_frames(
+                &stream,
+                |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
+                |f| on_frame(&shard, f),
+            )
+            .await;
             tracing::info!(shard = shard.id, gateway = %peer.addr, %reason, "gateway link down");
             stream.shutdown();
             peer.mark_down();
@@ -106,28 +104,16 @@ pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
     shard.fail_peer(peer.id, why);
 }
 
-async fn read_loop(shard: &Shard, stream: &Stream) -> String {
-    let mut rx = BytesMut::with_capacity(64 * 1024);
-    loop {
-        match stream.read_with(|b| rx.extend_from_slice(b)).await {
-            Ok(0) => return "closed by gateway".into(),
-            Err(e) => return format!("read error: {e}"),
-            Ok(_) => {}
+fn on_frame(shard: &Shard, f: Frame) -> Result<(), String> {
+    match f {
+        Frame::DeliverResult { fwd_id, delivered } => shard.on_result(fwd_id, delivered),
+        Frame::Hello {
+            role: Role::Gateway,
+            ..
         }
-        loop {
-            match frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME) {
-                Ok(Some(Frame::DeliverResult { fwd_id, delivered })) => {
-                    shard.on_result(fwd_id, delivered)
-                }
-                Ok(Some(Frame::Hello {
-                    role: Role::Gateway,
-                    ..
-                })) => {}
-                Ok(Some(Frame::Ping { .. } | Frame::Pong { .. })) => {}
-                Ok(Some(other)) => return format!("unexpected frame from gateway: {other:?}"),
-                Ok(None) => break,
-                Err(e) => return format!("bad frame: {e}"),
-            }
-        }
+        | Frame::Ping { .. }
+        | Frame::Pong { .. } => {}
+        other => return Err(format!("unexpected frame from gateway: {other:?}")),
     }
+    Ok(())
 }

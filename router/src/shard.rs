@@ -1,7 +1,7 @@
 //! Per-shard routing state: forwards in flight and their aggregation into exactly one ack.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::timer::sleep;
 use registry::{Registry, SessionEntry};
+use runtime::deadlines::Deadlines;
 use socket2::Socket;
 use wire::frame::{self, AckStatus};
 
@@ -69,7 +70,7 @@ pub struct Shard {
     pub registry: Registry,
     peers: RefCell<HashMap<String, Rc<Peer>>>,
     fwds: RefCell<HashMap<u64, Fwd>>,
-    deadlines: RefCell<VecDeque<(Instant, u64)>>,
+    deadlines: RefCell<Deadlines>,
     next_fwd: Cell<u64>,
     next_peer: Cell<u64>,
 }
@@ -135,7 +136,7 @@ impl Shard {
                         peer: peer.id,
                     },
                 );
-                self.deadlines.borrow_mut().push_back((deadline, fwd_id));
+                self.deadlines.borrow_mut().push(deadline, fwd_id);
                 agg.outstanding.set(agg.outstanding.get() + 1);
             } else {
                 agg.failure.set(Some("recipient gateway link congested"));
@@ -205,16 +206,8 @@ impl Shard {
 
     fn expire(&self, now: Instant) {
         loop {
-            let id = {
-                let mut d = self.deadlines.borrow_mut();
-                match d.front() {
-                    Some((at, id)) if *at <= now => {
-                        let id = *id;
-                        d.pop_front();
-                        id
-                    }
-                    _ => break,
-                }
+            let Some(id) = self.deadlines.borrow_mut().pop_expired(now) else {
+                break;
             };
             self.fail_fwd(id, "recipient gateway timed out");
         }
@@ -240,7 +233,7 @@ pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
         registry,
         peers: RefCell::new(HashMap::new()),
         fwds: RefCell::new(HashMap::new()),
-        deadlines: RefCell::new(VecDeque::new()),
+        deadlines: RefCell::new(Deadlines::default()),
         next_fwd: Cell::new(1),
         next_peer: Cell::new(1),
     });

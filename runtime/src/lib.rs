@@ -13,12 +13,18 @@
 //! - [`outbox`]: a batching write buffer drained by one writer task (many frames per syscall).
 //! - [`signal`]: a one-waiter wake-up flag, cheaper than a channel.
 //! - [`backoff`]: jittered exponential backoff (pure, time passed in).
+//! - [`deadlines`]: a FIFO of same-timeout deadlines (pure, time passed in).
+//! - [`link`]: writer task and frame read loop shared by router<->gateway links.
+//! - [`log`]: the binaries' log set-up.
 //! - [`clock`]: wall-clock milliseconds for timestamps.
 
 pub mod backoff;
 pub mod clock;
+pub mod deadlines;
 pub mod io;
+pub mod link;
 pub mod listen;
+pub mod log;
 pub mod outbox;
 pub mod shards;
 pub mod signal;

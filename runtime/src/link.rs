@@ -1,0 +1,55 @@
+//! Glue shared by every framed link (router<->gateway in both directions): one writer task
+//! draining an [`Outbox`], and a read loop that decodes frames as bytes arrive.
+
+use std::fmt::Display;
+use std::io;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use glommio::Task;
+
+use crate::io::Stream;
+use crate::outbox::Outbox;
+
+/// Starting capacity of a link's receive buffer; links are few and busy, so it is kept.
+const LINK_RX: usize = 64 * 1024;
+
+/// Spawns the task that sends what `outbox` gathers; when it ends (closed and drained, or a
+/// write failed) it shuts the socket down so the read side ends too.
+pub fn spawn_writer(outbox: &Rc<Outbox>, stream: &Stream) -> Task<io::Result<()>> {
+    let (outbox, stream) = (outbox.clone(), stream.clone());
+    glommio::spawn_local(async move {
+        let r = outbox.run_writer(&stream).await;
+        stream.shutdown();
+        r
+    })
+}
+
+/// Reads frames until the peer closes, a read fails, a frame does not decode, or `on_frame`
+/// returns an error. Returns why the link ended, for the log.
+pub async fn read_frames<T, E, D, F>(stream: &Stream, mut decode: D, mut on_frame: F) -> String
+where
+    E: Display,
+    D: FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+    F: FnMut(T) -> Result<(), String>,
+{
+    let mut rx = BytesMut::with_capacity(LINK_RX);
+    loop {
+        match stream.read_with(|b| rx.extend_from_slice(b)).await {
+            Ok(0) => return "closed by peer".into(),
+            Err(e) => return format!("read error: {e}"),
+            Ok(_) => {}
+        }
+        loop {
+            match decode(&mut rx) {
+                Ok(Some(frame)) => {
+                    if let Err(why) = on_frame(frame) {
+                        return why;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return format!("bad frame: {e}"),
+            }
+        }
+    }
+}
