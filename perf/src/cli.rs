@@ -1,0 +1,283 @@
+//! Flags and environment variables, read in one place. Everything is checked before a single
+//! connection is opened, and every problem is reported at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_tungstenite::tungstenite::http::Uri;
+
+use crate::fdlimit;
+
+pub const DEFAULT_CLIENTS: usize = 100;
+pub const DEFAULT_RATE: f64 = 1_000.0;
+pub const DEFAULT_DURATION_S: f64 = 10.0;
+pub const DEFAULT_BODY_BYTES: usize = 100;
+/// Dials per second: fast, but slow enough that 10k clients do not overflow a default accept
+/// backlog (SYN drops would show up as 1 s+ connect-time outliers, a client-side artefact).
+pub const DEFAULT_CONNECT_RATE: f64 = 2_000.0;
+pub const DEFAULT_CONNECT_TIMEOUT_S: f64 = 10.0;
+/// Time after the last scheduled send to wait for acks and deliveries before counting them
+/// missing; well above the gateway's default 10 s send timeout would be safest, but a healthy
+/// run settles in milliseconds and the wait ends early once everything is in.
+pub const DEFAULT_GRACE_S: f64 = 5.0;
+/// Largest body perf builds; a chat message, not a file (the gateway's default limit is 64 KiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Load generator for Connect: speaks only the public client protocol.
+#[derive(Parser, Debug)]
+#[command(name = "perf", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open N clients in pairs, send at a fixed global rate (open loop) and report ack and
+    /// delivery latency, throughput and message integrity.
+    Load(LoadArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Gateway WebSocket URL (ws://HOST:PORT/ws). Repeat or comma-separate for several
+    /// gateways: clients are spread round-robin, so partners sit on different gateways.
+    #[arg(long = "url", env = "PERF_URL", value_delimiter = ',', required = true)]
+    pub urls: Vec<String>,
+    /// The gateways' JWT secret; perf signs one token per user with it.
+    #[arg(long, env = "PERF_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Client connections (users u0..u{N-1}); even, since u(2k) and u(2k+1) message each other.
+    #[arg(long, env = "PERF_CLIENTS", default_value_t = DEFAULT_CLIENTS)]
+    pub clients: usize,
+    /// Sends per second over all clients.
+    #[arg(long, env = "PERF_RATE", default_value_t = DEFAULT_RATE)]
+    pub rate: f64,
+    /// Measured time, seconds.
+    #[arg(long, env = "PERF_DURATION", default_value_t = DEFAULT_DURATION_S)]
+    pub duration: f64,
+    /// Seconds of sending at the full rate before measuring starts.
+    #[arg(long, env = "PERF_WARMUP", default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Length of each message body's JSON text.
+    #[arg(long, env = "PERF_BODY_BYTES", default_value_t = DEFAULT_BODY_BYTES)]
+    pub body_bytes: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long, env = "PERF_JSON")]
+    pub json: Option<PathBuf>,
+    /// New connections per second while connecting (0: all at once).
+    #[arg(long, env = "PERF_CONNECT_RATE", default_value_t = DEFAULT_CONNECT_RATE)]
+    pub connect_rate: f64,
+    /// Seconds one connection may take to connect, upgrade and get its welcome.
+    #[arg(long, env = "PERF_CONNECT_TIMEOUT", default_value_t = DEFAULT_CONNECT_TIMEOUT_S)]
+    pub connect_timeout: f64,
+    /// Seconds to wait after the schedule for outstanding acks and messages.
+    #[arg(long, env = "PERF_GRACE", default_value_t = DEFAULT_GRACE_S)]
+    pub grace: f64,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, env = "PERF_THREADS")]
+    pub threads: Option<usize>,
+}
+
+/// A gateway URL, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayUrl {
+    pub url: String,
+    /// `host:port` to resolve.
+    pub authority: String,
+}
+
+/// A checked `perf load` configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    pub urls: Vec<GatewayUrl>,
+    pub secret: String,
+    pub clients: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub body_bytes: usize,
+    pub json: Option<PathBuf>,
+    pub connect_rate: f64,
+    pub connect_timeout: Duration,
+    pub grace: Duration,
+    pub threads: usize,
+}
+
+impl LoadArgs {
+    /// Checks every flag; `fd_limit` is the open-file limit in force. Returns all problems.
+    pub fn validate(&self, fd_limit: u64) -> Result<LoadConfig, Vec<String>> {
+        let mut errs = Vec::new();
+        let urls: Vec<GatewayUrl> = self
+            .urls
+            .iter()
+            .filter_map(|u| parse_url(u).map_err(|e| errs.push(e)).ok())
+            .collect();
+        if self.urls.is_empty() {
+            errs.push("--url: at least one gateway URL is needed".into());
+        }
+        if self.secret.is_empty() {
+            errs.push("--secret: must not be empty".into());
+        }
+        if self.clients < 2 || !self.clients.is_multiple_of(2) {
+            errs.push(format!(
+                "--clients {}: must be even and at least 2 (clients message each other in pairs)",
+                self.clients
+            ));
+        }
+        let max = fdlimit::max_clients(fd_limit);
+        if self.clients as u64 > max {
+            errs.push(format!(
+                "--clients {}: the open-file limit is {fd_limit}, which leaves room for {max} \
+                 connections in one process",
+                self.clients
+            ));
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            errs.push(format!("--rate {}: must be a positive number", self.rate));
+        }
+        let duration = secs("--duration", self.duration, false, &mut errs);
+        let warmup = secs("--warmup", self.warmup, true, &mut errs);
+        let connect_timeout = secs("--connect-timeout", self.connect_timeout, false, &mut errs);
+        let grace = secs("--grace", self.grace, true, &mut errs);
+        if self.body_bytes > MAX_BODY_BYTES {
+            errs.push(format!(
+                "--body-bytes {}: at most {MAX_BODY_BYTES}",
+                self.body_bytes
+            ));
+        }
+        if !(self.connect_rate.is_finite() && self.connect_rate >= 0.0) {
+            errs.push(format!(
+                "--connect-rate {}: must be 0 (unpaced) or positive",
+                self.connect_rate
+            ));
+        }
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads == 0 {
+            errs.push("--threads: must be at least 1".into());
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(LoadConfig {
+            urls,
+            secret: self.secret.clone(),
+            clients: self.clients,
+            rate: self.rate,
+            duration,
+            warmup,
+            body_bytes: self.body_bytes,
+            json: self.json.clone(),
+            connect_rate: self.connect_rate,
+            connect_timeout,
+            grace,
+            threads,
+        })
+    }
+}
+
+fn secs(flag: &str, v: f64, zero_ok: bool, errs: &mut Vec<String>) -> Duration {
+    let ok = v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) && v < 1e9;
+    if !ok {
+        let want = if zero_ok { "0 or more" } else { "more than 0" };
+        errs.push(format!("{flag} {v}: seconds, {want}"));
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(v)
+}
+
+/// Accepts `ws://host[:port]/path[?query]` (TLS is the load balancer's job, not the gateway's).
+fn parse_url(url: &str) -> Result<GatewayUrl, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("--url {url}: not a URL ({e})"))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(format!("--url {url}: only ws:// is supported"));
+    }
+    let host = uri.host().ok_or_else(|| format!("--url {url}: no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    // An IPv6 literal keeps its brackets in `host()`, so this is resolvable as is.
+    Ok(GatewayUrl {
+        url: url.to_owned(),
+        authority: format!("{host}:{port}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> LoadArgs {
+        let mut argv = vec!["perf", "load"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Load(a) => a,
+        }
+    }
+
+    #[test]
+    fn defaults_and_several_urls() {
+        let a = parse(&[
+            "--url",
+            "ws://127.0.0.1:8080/ws",
+            "--url",
+            "ws://localhost:8081/ws,ws://[::1]/ws",
+            "--secret",
+            "s",
+        ]);
+        let c = a.validate(20_000).unwrap();
+        assert_eq!(c.urls.len(), 3);
+        assert_eq!(c.urls[0].authority, "127.0.0.1:8080");
+        assert_eq!(c.urls[1].authority, "localhost:8081");
+        assert_eq!(c.urls[2].authority, "[::1]:80");
+        assert_eq!(c.clients, DEFAULT_CLIENTS);
+        assert_eq!(c.rate, DEFAULT_RATE);
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.warmup, Duration::ZERO);
+        assert_eq!(c.body_bytes, 100);
+        assert!(c.threads >= 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let a = parse(&[
+            "--url",
+            "http://x/ws",
+            "--secret",
+            "",
+            "--clients",
+            "3",
+            "--rate",
+            "0",
+            "--duration=-1",
+            "--connect-rate=-5",
+            "--body-bytes",
+            "99999999",
+        ]);
+        let errs = a.validate(20_000).unwrap_err();
+        let all = errs.join("\n");
+        for flag in [
+            "--url",
+            "--secret",
+            "--clients",
+            "--rate",
+            "--duration",
+            "--connect-rate",
+            "--body-bytes",
+        ] {
+            assert!(all.contains(flag), "{flag} not reported in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn clients_are_bounded_by_the_file_limit() {
+        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--clients", "20000"]);
+        let errs = a.validate(20_000).unwrap_err();
+        assert!(errs[0].contains("open-file limit"), "{errs:?}");
+        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--clients", "19000"]);
+        assert!(a.validate(20_000).is_ok());
+    }
+}

@@ -1,0 +1,251 @@
+//! One client connection's I/O: dial (TCP, WebSocket upgrade, welcome), then run a [`Session`]
+//! against the socket until the run says stop or the server goes away.
+//!
+//! A connection is one tokio task that owns its socket and its session, so nothing per message
+//! is shared between tasks except the counters and histograms in [`crate::stats`]. It sends when
+//! the [`crate::pacer`] rings its bell.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::clock;
+use crate::pacer::Bells;
+use crate::protocol::{parse_server, ServerFrame};
+use crate::session::{Session, Shared};
+use crate::stats::Tally;
+
+/// What the run tells its connections. Every connection watches one shared value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Connections are still coming up; connected ones idle (but keep reading).
+    Connecting,
+    /// Send on the schedule, which starts at `start_ns` on the shared clock.
+    Run { start_ns: u64 },
+    /// Stop: count what is outstanding, close, and end the task.
+    Stop,
+}
+
+/// One gateway to connect to.
+#[derive(Debug)]
+pub struct Target {
+    /// The `ws://` URL as given, without the token.
+    pub url: String,
+    /// Resolved once up front, so thousands of dials do no name lookups.
+    pub addr: SocketAddr,
+}
+
+/// How to dial, the same for every connection of a run.
+pub struct Dial {
+    /// Limit for TCP connect + upgrade + welcome.
+    pub timeout: Duration,
+    pub ws: WebSocketConfig,
+    /// Connection `i` dials at `epoch_ns + i * spacing_ns` on the shared clock.
+    pub epoch_ns: u64,
+    /// Time between two dials (0: all at once).
+    pub spacing_ns: u64,
+}
+
+impl Dial {
+    /// Why 4 KiB: tungstenite allocates the read buffer eagerly (128 KiB by default), which at
+    /// 10k connections would be over a gigabyte; perf's frames are a few hundred bytes.
+    pub const READ_BUFFER: usize = 4 * 1024;
+
+    pub fn ws_config() -> WebSocketConfig {
+        WebSocketConfig::default().read_buffer_size(Self::READ_BUFFER)
+    }
+}
+
+/// One connection of the run.
+pub struct Spec {
+    /// Position in the run: picks the schedule slots and the dial slot.
+    pub index: usize,
+    pub user: String,
+    /// Whom this connection sends to.
+    pub peer: String,
+    pub target: Arc<Target>,
+    pub token: String,
+}
+
+/// Sent once per connection when its dial finished, up or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    pub index: usize,
+    pub up: bool,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// The whole life of one connection. Never fails: every problem ends up in the stats.
+pub async fn run(
+    spec: Spec,
+    shared: Arc<Shared>,
+    dial: Arc<Dial>,
+    bells: Bells,
+    mut ctrl: watch::Receiver<Control>,
+    ready: mpsc::UnboundedSender<Ready>,
+) {
+    let stats = &shared.stats;
+    // Pace dials so a big run does not overflow the server's accept backlog.
+    if dial.spacing_ns > 0 {
+        let at = dial.epoch_ns + dial.spacing_ns * spec.index as u64;
+        tokio::time::sleep_until(clock::deadline(at)).await;
+    }
+    let began = clock::now_ns();
+    let fail = |why: String| {
+        stats.bump(|c| &c.connect_failed);
+        stats.tally(Tally::ConnectError, &why);
+        let _ = ready.send(Ready {
+            index: spec.index,
+            up: false,
+        });
+        None
+    };
+    let ws = match tokio::time::timeout(dial.timeout, open(&spec, &dial)).await {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(why)) => fail(why),
+        Err(_) => fail("timeout".into()),
+    };
+    let Some(mut ws) = ws else {
+        return;
+    };
+    stats
+        .connect
+        .record(spec.index, clock::micros_between(began, clock::now_ns()));
+    stats.bump(|c| &c.connected);
+    let _ = ready.send(Ready {
+        index: spec.index,
+        up: true,
+    });
+
+    let mut session = Session::new(shared.clone(), spec.index, spec.peer);
+    let stopped = drive(&mut ws, &mut session, &bells[spec.index], &mut ctrl).await;
+    session.finish();
+    if stopped {
+        // Best effort: the server learns the session is over without waiting for a timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    } else {
+        stats.bump(|c| &c.disconnects);
+    }
+}
+
+/// Sends and reads until told to stop (`true`) or the connection ends (`false`).
+async fn drive(
+    ws: &mut Ws,
+    session: &mut Session,
+    bell: &Notify,
+    ctrl: &mut watch::Receiver<Control>,
+) -> bool {
+    let mut batch = Vec::new();
+    // The run may have moved on while this connection was dialling.
+    let mut control = *ctrl.borrow_and_update();
+    loop {
+        match control {
+            Control::Connecting => {}
+            Control::Run { start_ns } => session.start(start_ns),
+            Control::Stop => return true,
+        }
+        tokio::select! {
+            // Control first, then sending: the schedule matters more than reading promptly,
+            // and reading late only inflates latencies, which is what it then shows.
+            biased;
+            changed = ctrl.changed() => {
+                control = match changed {
+                    Ok(()) => *ctrl.borrow_and_update(),
+                    // The run is gone: stop.
+                    Err(_) => Control::Stop,
+                };
+            }
+            () = bell.notified() => {
+                // Rings may have merged while this task was busy: send everything now due.
+                session.take_due(clock::now_ns(), &mut batch);
+                if write_all(ws, &mut batch).await.is_err() {
+                    return false;
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => session.on_text(&text, clock::now_ns()),
+                // Pings are answered by tungstenite on the next write or flush.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Binary(_))) => session.on_unparsed(),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
+            },
+        }
+    }
+}
+
+/// Writes a batch of frames with one flush (one syscall for a backlog, not one per frame).
+async fn write_all(ws: &mut Ws, batch: &mut Vec<String>) -> Result<(), WsError> {
+    for text in batch.drain(..) {
+        ws.feed(Message::text(text)).await?;
+    }
+    ws.flush().await
+}
+
+/// TCP connect, upgrade, and wait for this user's welcome. Errors are short tally keys.
+async fn open(spec: &Spec, dial: &Dial) -> Result<Ws, String> {
+    let tcp = TcpStream::connect(spec.target.addr)
+        .await
+        .map_err(|e| format!("tcp: {:?}", e.kind()))?;
+    // Small frames, latency measured: do not let Nagle hold them back.
+    let _ = tcp.set_nodelay(true);
+    let url = with_token(&spec.target.url, &spec.token);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(dial.ws))
+        .await
+        .map_err(|e| describe(&e))?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return match parse_server(&text) {
+                    Ok(ServerFrame::Welcome { user }) if user == spec.user => Ok(ws),
+                    Ok(ServerFrame::Welcome { .. }) => Err("welcome for another user".into()),
+                    _ => Err("first frame is not a welcome".into()),
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => return Err("closed before welcome".into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(describe(&e)),
+        }
+    }
+}
+
+/// `url` with `token=` added to its query.
+pub fn with_token(url: &str, token: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}token={token}")
+}
+
+/// A short, low-cardinality description of a WebSocket error, for the failure tally.
+fn describe(e: &WsError) -> String {
+    match e {
+        WsError::Http(resp) => format!("http {}", resp.status().as_u16()),
+        WsError::Io(io) => format!("io: {:?}", io.kind()),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "closed".into(),
+        WsError::Protocol(p) => format!("protocol: {p}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_goes_into_the_query() {
+        assert_eq!(
+            with_token("ws://h:1/ws", "a.b.c"),
+            "ws://h:1/ws?token=a.b.c"
+        );
+        assert_eq!(
+            with_token("ws://h:1/ws?x=1", "a.b.c"),
+            "ws://h:1/ws?x=1&token=a.b.c"
+        );
+    }
+}
