@@ -1,6 +1,7 @@
 //! `connect`: the whole system in one process for a local run: a router and a gateway sharing
 //! the embedded `memory://` registry (or a real Redis with `--registry redis://...`). Prints the
-//! WebSocket URL and ready-to-use dev tokens, then runs until Ctrl-C.
+//! WebSocket URL and ready-to-use dev tokens, then runs until Ctrl-C. With the embedded registry
+//! it also serves the demo chat page and the dev endpoints (gateway dev mode).
 
 use std::net::SocketAddr;
 
@@ -31,6 +32,9 @@ struct Args {
     /// Shards per role (default: one per core).
     #[arg(long, env = "CONNECT_SHARDS")]
     shards: Option<usize>,
+    /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
+    #[arg(long, env = "CONNECT_IO", default_value = "auto")]
+    io: String,
     /// Users to print dev tokens for.
     #[arg(long, value_delimiter = ',', default_value = "alice,bob")]
     dev_users: Vec<String>,
@@ -64,6 +68,10 @@ fn main() -> anyhow::Result<()> {
 
     let mut rc = router::Config::new(a.router_listen, &a.registry, shards);
     rc.pin = false;
+    rc.io = match a.io.parse() {
+        Ok(io) => io,
+        Err(e) => anyhow::bail!("--io {e}"),
+    };
     let router = router::Router::start(rc)?;
 
     let gw_args = gateway::Args::try_parse_from([
@@ -80,12 +88,18 @@ fn main() -> anyhow::Result<()> {
         &secret,
         "--shards",
         &shards.to_string(),
+        "--io",
+        &a.io,
     ])?;
     let mut gc = match gw_args.validate() {
         Ok(c) => c,
         Err(errors) => anyhow::bail!("{}", errors.join("; ")),
     };
     gc.pin = false;
+    // The demo page and /dev/token (which signs a token for anyone) only with the embedded
+    // registry: a local, single-process run, never a deployment.
+    gc.dev_mode = a.registry.starts_with("memory://");
+    let dev_mode = gc.dev_mode;
     let gw = gateway::Gateway::start(gc)?;
 
     let url = format!("ws://{}/ws", gw.client_addr);
@@ -96,6 +110,19 @@ fn main() -> anyhow::Result<()> {
     );
     println!("WebSocket URL: {url}  (token in ?token= or Authorization: Bearer)");
     println!("Health:        http://{}/healthz", gw.client_addr);
+    if dev_mode {
+        println!(
+            "Demo chat:     http://{}/  (open it in two tabs as two users)",
+            gw.client_addr
+        );
+        if !gw.client_addr.ip().is_loopback() {
+            println!(
+                "Warning: {} is not a loopback address; anyone who reaches it can get a token \
+                 for any user from /dev/token",
+                gw.client_addr
+            );
+        }
+    }
     for u in &a.dev_users {
         let t = auth::dev_token(secret.as_bytes(), u, 24 * 3600, now);
         println!("{u:>6}: {url}?token={t}");

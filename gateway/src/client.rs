@@ -2,16 +2,15 @@
 //! read loop. Each connection has two tasks: this reader and the outbox writer.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use glommio::net::{TcpListener, TcpStream};
-use glommio::timer::Timer;
 use registry::SessionEntry;
 use runtime::io::Stream;
+use runtime::net::Listener;
 use runtime::outbox::{Outbox, PushError};
+use runtime::rt;
 use serde_json::value::RawValue;
 use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -110,26 +109,17 @@ impl Conn {
     }
 }
 
-/// Races `fut` against a timer.
-async fn with_timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        Timer::new(d).await;
-        None
-    })
-    .await
-}
-
 /// Accepts clients on this shard's share of the client port.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok(tcp) => {
-                glommio::spawn_local(serve(shard.clone(), tcp)).detach();
+            Ok(stream) => {
+                rt::spawn(serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                Timer::new(Duration::from_millis(50)).await;
+                rt::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -145,14 +135,14 @@ async fn respond(stream: &Stream, status: u16, reason: &str, body: &str, extra: 
         body.as_bytes(),
         extra,
     );
-    let _ = with_timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
+    let _ = rt::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
 }
 
 /// Reads and answers the HTTP request; for an authorised upgrade, registers the session and
 /// returns the live connection.
 async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
     let mut head = BytesMut::new();
-    let parsed = with_timeout(HANDSHAKE_TIMEOUT, async {
+    let parsed = rt::timeout(HANDSHAKE_TIMEOUT, async {
         loop {
             let n = stream.read_with(|b| head.extend_from_slice(b)).await.ok()?;
             if n == 0 {
@@ -196,6 +186,11 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
             return None;
         }
         "/ws" => {}
+        "/" | "/demo" | "/dev/token" | "/dev/online" if shard.cfg.dev_mode => {
+            let out = crate::dev::handle(shard, &req).await;
+            let _ = rt::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
+            return None;
+        }
         _ => {
             respond(stream, 404, "Not Found", "not found\n", &[]).await;
             return None;
@@ -314,8 +309,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
     Some(conn)
 }
 
-async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
-    let stream = Stream::new(tcp);
+async fn serve(shard: Rc<Shard>, stream: Stream) {
     // Boxed so that the handshake's state (request buffer, parsed head, timers) is freed when
     // it is done instead of sizing every connection's long-lived task.
     let Some(conn) = Box::pin(handshake(&shard, &stream)).await else {
@@ -324,7 +318,7 @@ async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
     let session = conn.session;
     let outbox = conn.outbox.clone();
     let writer_stream = stream.clone();
-    let writer = glommio::spawn_local(async move {
+    let writer = rt::spawn(async move {
         if let Err(e) = outbox.run_writer(&writer_stream).await {
             tracing::debug!(error = %e, "client write failed");
         }
@@ -350,7 +344,7 @@ async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
     conn.outbox.close();
     shard.sessions.borrow_mut().remove(&session);
     // Let the writer flush a close frame, but never wait on a peer that stopped reading.
-    if with_timeout(Duration::from_secs(2), writer).await.is_none() {
+    if rt::timeout(Duration::from_secs(2), writer).await.is_none() {
         conn.stream.shutdown();
     }
     if let Err(e) = shard.registry.unregister(&conn.entry).await {

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Parser;
+use runtime::probe::IoMode;
 
 /// Default client port. 8080 is what ALB target groups and local tools expect for plain WS.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -83,6 +84,9 @@ pub struct Args {
     /// Seconds of client silence before the gateway closes the connection.
     #[arg(long, env = "CONNECT_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
+    /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
+    #[arg(long, env = "CONNECT_IO", default_value = "auto")]
+    pub io: String,
 }
 
 /// Validated gateway configuration.
@@ -108,6 +112,14 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Pin shard i to the i-th allowed CPU.
     pub pin: bool,
+    /// Serve the demo chat page (`GET /`, `GET /demo`) and the dev endpoints (`/dev/token`,
+    /// which signs a token for any user, and `/dev/online`) on the client port. Default false;
+    /// no flag or environment variable sets it: only the local all-in-one `connect` binary
+    /// does, and only with the embedded `memory://` registry, so no deployed gateway ever
+    /// hands out tokens.
+    pub dev_mode: bool,
+    /// Which event loop to run on.
+    pub io: IoMode,
 }
 
 fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
@@ -211,6 +223,10 @@ impl Args {
         if self.idle_timeout <= self.ping_interval {
             errors.push("--idle-timeout must be longer than --ping-interval".into());
         }
+        let io = self.io.parse::<IoMode>().unwrap_or_else(|e| {
+            errors.push(format!("--io {e}"));
+            IoMode::Auto
+        });
         let (mut advertise_host, mut advertise_port) = (String::new(), None);
         match (&self.advertise, internal_listen) {
             (Some(a), _) => match a.rsplit_once(':') {
@@ -250,6 +266,8 @@ impl Args {
             ping_interval: Duration::from_secs(self.ping_interval),
             idle_timeout: Duration::from_secs(self.idle_timeout),
             pin: true,
+            dev_mode: false,
+            io,
         })
     }
 }
@@ -299,5 +317,9 @@ mod tests {
         assert_eq!(c.routers.len(), 2);
         assert_eq!(c.advertise_host, "127.0.0.1");
         assert_eq!(c.shards, 2);
+        assert!(
+            !c.dev_mode,
+            "no flag turns dev mode on, even with memory://"
+        );
     }
 }

@@ -5,8 +5,8 @@
 
 use std::rc::Rc;
 
-use glommio::net::TcpListener;
 use runtime::io::Stream;
+use runtime::net::Listener;
 use runtime::outbox::Outbox;
 use wire::frame::{self, Frame, Role};
 
@@ -15,13 +15,12 @@ use crate::shard::Shard;
 /// Bytes of results that may wait on one router link.
 const LINK_QUEUE: usize = 8 * 1024 * 1024;
 
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok(tcp) => {
+            Ok(stream) => {
                 let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let stream = Stream::new(tcp);
+                runtime::rt::spawn(async move {
                     let peer = stream.peer_addr();
                     let reason = serve(&shard, stream).await;
                     tracing::info!(shard = shard.id, ?peer, %reason, "router delivery link closed");
@@ -30,7 +29,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
             Err(e) => {
                 tracing::warn!(shard = shard.id, error = %e, "internal accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                runtime::rt::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }

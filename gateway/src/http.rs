@@ -2,9 +2,10 @@
 //! few responses the gateway sends, all without I/O.
 //!
 //! The client port serves `GET /ws` (the WebSocket upgrade, authenticated by a bearer token)
-//! and `GET /healthz`. [`parse_request`] extracts exactly what those need into a
-//! [`RequestHead`]; the caller decides the answer and writes it with [`response_switching`] or
-//! [`response`]. Every response except the 101 closes the connection.
+//! and `GET /healthz` (in the local dev mode also the demo page and dev endpoints).
+//! [`parse_request`] extracts exactly what those need into a [`RequestHead`]; the caller
+//! decides the answer and writes it with [`response_switching`] or [`response`]. Every
+//! response except the 101 closes the connection.
 
 use std::io::Write as _;
 
@@ -30,6 +31,9 @@ pub struct RequestHead {
     pub method: Method,
     /// The request target up to (not including) any `?`, as sent (not percent-decoded).
     pub path: String,
+    /// The raw query string after the first `?` (not percent-decoded; read parameters with
+    /// [`query_param`]); `None` when the target has no `?`.
+    pub query: Option<String>,
     /// The bearer token: from `Authorization: Bearer X` or else the query parameter `token=X`
     /// (percent-decoded, `+` as space). The header wins when both are present.
     pub token: Option<String>,
@@ -115,13 +119,17 @@ pub fn parse_request(
     }
     let token = match bearer {
         Some(t) => Some(t),
-        None => query.map(query_token).transpose()?.flatten(),
+        None => query
+            .map(|q| query_param(q, "token"))
+            .transpose()?
+            .flatten(),
     };
 
     Ok(Some((
         RequestHead {
             method,
             path: path.to_owned(),
+            query: query.map(str::to_owned),
             token,
             websocket_key,
             is_upgrade: req.version == Some(1) && connection_upgrade && upgrade_websocket,
@@ -147,11 +155,15 @@ fn bearer_token(value: &[u8]) -> Result<Option<String>, HttpError> {
     }
 }
 
-/// The first `token=` parameter of a query string, percent-decoded.
-fn query_token(query: &str) -> Result<Option<String>, HttpError> {
+/// The first `name=value` parameter of a query string (the part after `?`), its value
+/// percent-decoded (`+` as space). Only that value is decoded: a bad escape elsewhere in the
+/// query does not matter. A parameter without `=` does not count.
+pub fn query_param(query: &str, name: &str) -> Result<Option<String>, HttpError> {
     for pair in query.split('&') {
-        if let Some(("token", value)) = pair.split_once('=') {
-            return percent_decode(value).map(Some);
+        if let Some((n, value)) = pair.split_once('=') {
+            if n == name {
+                return percent_decode(value).map(Some);
+            }
         }
     }
     Ok(None)
@@ -298,6 +310,7 @@ mod tests {
             RequestHead {
                 method: Method::Get,
                 path: "/ws".into(),
+                query: Some("x=1&token=abc.def-_.g".into()),
                 token: Some("abc.def-_.g".into()),
                 websocket_key: Some(KEY.into()),
                 is_upgrade: true,
@@ -366,6 +379,25 @@ mod tests {
             parse(&upgrade("/ws?x=%zz&token=ok", "")).token.as_deref(),
             Some("ok")
         );
+    }
+
+    #[test]
+    fn query_string_and_params() {
+        assert_eq!(parse(&upgrade("/ws", "")).query, None);
+        assert_eq!(parse(&upgrade("/ws?", "")).query.as_deref(), Some(""));
+        let head = parse("GET /dev/online?users=a,b%2Cc&user=x+y&n&users=z HTTP/1.1\r\n\r\n");
+        assert_eq!(head.path, "/dev/online");
+        let q = head.query.as_deref().unwrap();
+        assert_eq!(q, "users=a,b%2Cc&user=x+y&n&users=z");
+        assert_eq!(query_param(q, "users"), Ok(Some("a,b,c".into())));
+        assert_eq!(query_param(q, "user"), Ok(Some("x y".into())));
+        assert_eq!(query_param(q, "n"), Ok(None));
+        assert_eq!(query_param(q, "missing"), Ok(None));
+        assert_eq!(query_param("u=", "u"), Ok(Some(String::new())));
+        assert!(matches!(
+            query_param("u=%G1", "u"),
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     #[test]

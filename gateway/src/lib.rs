@@ -14,11 +14,13 @@
 //! - `shard`: per-shard state: sessions, pending sends awaiting an ack, timers.
 //! - `uplink`: this shard's links to the routers (sends out, acks in).
 //! - `downlink`: routers' links to this shard (deliveries in, results out).
+//! - `dev`: local dev mode only: the demo chat page (`demo.html`), `/dev/token`, `/dev/online`.
 
 pub mod config;
 pub mod http;
 
 mod client;
+mod dev;
 mod downlink;
 mod shard;
 mod uplink;
@@ -42,6 +44,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// No usable event loop (`--io=uring` where io_uring is denied). Fatal at start-up.
+    #[error("{0}")]
+    NoBackend(String),
     /// An executor could not start (io_uring denied, memlock too low). Fatal at start-up.
     #[error("starting shards: {0}")]
     Runtime(std::io::Error),
@@ -82,17 +87,20 @@ impl Gateway {
         let per_shard = Arc::new(Mutex::new(per_shard));
         let config = Arc::new(config);
         let cfg = config.clone();
-        let shards = runtime::shards::Shards::spawn("gateway", config.shards, config.pin, {
-            move |i| {
-                let taken = per_shard.lock().ok().and_then(|mut v| v[i].take());
-                async move {
-                    if let Some((client, internal, port)) = taken {
-                        shard::run(i as u16, cfg, client, internal, port).await;
+        let (backend, why) = runtime::probe::choose(config.io).map_err(Error::NoBackend)?;
+        tracing::info!(io = backend.as_str(), reason = %why, "event loop chosen");
+        let shards =
+            runtime::shards::Shards::spawn("gateway", config.shards, config.pin, backend, {
+                move |i| {
+                    let taken = per_shard.lock().ok().and_then(|mut v| v[i].take());
+                    async move {
+                        if let Some((client, internal, port)) = taken {
+                            shard::run(i as u16, cfg, client, internal, port).await;
+                        }
                     }
                 }
-            }
-        })
-        .map_err(Error::Runtime)?;
+            })
+            .map_err(Error::Runtime)?;
         tracing::info!(
             client = %client_addr,
             internal = ?internal_addrs,

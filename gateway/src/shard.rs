@@ -7,9 +7,10 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::timer::sleep;
 use registry::{Registry, SessionEntry};
 use runtime::deadlines::Deadlines;
+use runtime::net::Listener;
+use runtime::rt::{self, sleep};
 use serde_json::value::RawValue;
 use socket2::Socket;
 use wire::frame::AckStatus;
@@ -144,6 +145,16 @@ impl Shard {
 
 /// Runs one shard until the process exits.
 pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, internal_port: u16) {
+    let (client, internal) = match (
+        Listener::from_socket(client),
+        Listener::from_socket(internal),
+    ) {
+        (Ok(c), Ok(i)) => (c, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(shard = id, error = %e, "listener unusable; shard stops");
+            return;
+        }
+    };
     let registry = match Registry::connect(&cfg.registry, Default::default()) {
         Ok(r) => r,
         Err(e) => {
@@ -181,17 +192,13 @@ pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, in
         cfg,
     });
     for l in &shard.uplinks {
-        glommio::spawn_local(crate::uplink::run(shard.clone(), l.clone())).detach();
+        rt::spawn(crate::uplink::run(shard.clone(), l.clone())).detach();
     }
-    glommio::spawn_local(crate::downlink::accept_loop(
-        shard.clone(),
-        runtime::listen::into_glommio(internal),
-    ))
-    .detach();
-    glommio::spawn_local(deadline_loop(shard.clone())).detach();
-    glommio::spawn_local(refresh_loop(shard.clone())).detach();
-    glommio::spawn_local(idle_loop(shard.clone())).detach();
-    crate::client::accept_loop(shard, runtime::listen::into_glommio(client)).await;
+    rt::spawn(crate::downlink::accept_loop(shard.clone(), internal)).detach();
+    rt::spawn(deadline_loop(shard.clone())).detach();
+    rt::spawn(refresh_loop(shard.clone())).detach();
+    rt::spawn(idle_loop(shard.clone())).detach();
+    crate::client::accept_loop(shard, client).await;
 }
 
 async fn deadline_loop(shard: Rc<Shard>) {

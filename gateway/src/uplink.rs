@@ -9,11 +9,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::net::TcpStream;
-use glommio::timer::sleep;
 use runtime::backoff::Backoff;
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
+use runtime::rt::sleep;
 use wire::frame::{self, Frame, Role};
 
 use crate::shard::Shard;
@@ -63,12 +62,12 @@ pub async fn run(shard: Rc<Shard>, link: Rc<Uplink>) {
     );
     let mut logged_down = false;
     loop {
-        match TcpStream::connect_timeout(link.addr, CONNECT_TIMEOUT).await {
-            Ok(tcp) => {
+        match runtime::net::connect(link.addr, CONNECT_TIMEOUT).await {
+            Ok(stream) => {
                 backoff.reset();
                 logged_down = false;
                 tracing::info!(shard = shard.id, router = %link.addr, "router link up");
-                let reason = serve(&shard, &link, Stream::new(tcp)).await;
+                let reason = serve(&shard, &link, stream).await;
                 tracing::warn!(shard = shard.id, router = %link.addr, %reason, "router link down");
             }
             Err(e) => {

@@ -4,6 +4,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Parser;
+use runtime::probe::IoMode;
 
 /// Default listen address for gateway links (the internal NLB's target port).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7100";
@@ -31,6 +32,9 @@ pub struct Args {
     /// Milliseconds a delivery waits for the recipient gateway before the send is acked failed.
     #[arg(long, env = "CONNECT_FORWARD_TIMEOUT_MS", default_value_t = DEFAULT_FORWARD_TIMEOUT_MS)]
     pub forward_timeout_ms: u64,
+    /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
+    #[arg(long, env = "CONNECT_IO", default_value = "auto")]
+    pub io: String,
 }
 
 /// Validated router configuration.
@@ -43,6 +47,8 @@ pub struct Config {
     pub forward_timeout: Duration,
     /// Pin shard i to the i-th allowed CPU.
     pub pin: bool,
+    /// Which event loop to run on.
+    pub io: IoMode,
 }
 
 impl Config {
@@ -54,6 +60,7 @@ impl Config {
             shards,
             forward_timeout: Duration::from_millis(DEFAULT_FORWARD_TIMEOUT_MS),
             pin: true,
+            io: IoMode::Auto,
         }
     }
 }
@@ -94,6 +101,10 @@ impl Args {
         if self.forward_timeout_ms == 0 {
             errors.push("--forward-timeout-ms must be positive".into());
         }
+        let io = self.io.parse::<IoMode>().unwrap_or_else(|e| {
+            errors.push(format!("--io {e}"));
+            IoMode::Auto
+        });
         match listen {
             Some(listen) if errors.is_empty() => Ok(Config {
                 listen,
@@ -101,6 +112,7 @@ impl Args {
                 shards,
                 forward_timeout: Duration::from_millis(self.forward_timeout_ms),
                 pin: true,
+                io,
             }),
             _ => Err(errors),
         }

@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
 use registry::{RegistryFuture, SessionEntry};
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
@@ -47,8 +46,7 @@ impl Inbound {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
-    let stream = Stream::new(tcp);
+pub async fn serve(shard: Rc<Shard>, stream: Stream) {
     let peer = stream.peer_addr();
     let outbox = Rc::new(Outbox::new(LINK_QUEUE, 1 << 20));
     let _ = outbox.push(|b| {
@@ -61,7 +59,7 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream) {
         reading: Cell::new(true),
     });
     let writer = runtime::link::spawn_writer(&outbox, &stream);
-    let processor = glommio::spawn_local(process(shard.clone(), link.clone()));
+    let processor = runtime::rt::spawn(process(shard.clone(), link.clone()));
     let mut greeted = false;
     let reason = runtime::link::read_frames(
         &stream,

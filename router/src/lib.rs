@@ -33,6 +33,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// No usable event loop (`--io=uring` where io_uring is denied). Fatal at start-up.
+    #[error("{0}")]
+    NoBackend(String),
     /// An executor could not start (io_uring denied, memlock too low). Fatal at start-up.
     #[error("starting shards: {0}")]
     Runtime(std::io::Error),
@@ -60,17 +63,20 @@ impl Router {
         ));
         let config = Arc::new(config);
         let cfg = config.clone();
-        let shards = runtime::shards::Shards::spawn("router", config.shards, config.pin, {
-            move |i| {
-                let l = listeners.lock().ok().and_then(|mut v| v[i].take());
-                async move {
-                    if let Some(l) = l {
-                        shard::run(i as u16, cfg, l).await;
+        let (backend, why) = runtime::probe::choose(config.io).map_err(Error::NoBackend)?;
+        tracing::info!(io = backend.as_str(), reason = %why, "event loop chosen");
+        let shards =
+            runtime::shards::Shards::spawn("router", config.shards, config.pin, backend, {
+                move |i| {
+                    let l = listeners.lock().ok().and_then(|mut v| v[i].take());
+                    async move {
+                        if let Some(l) = l {
+                            shard::run(i as u16, cfg, l).await;
+                        }
                     }
                 }
-            }
-        })
-        .map_err(Error::Runtime)?;
+            })
+            .map_err(Error::Runtime)?;
         tracing::info!(%addr, shards = config.shards, "router started");
         Ok(Router { addr, shards })
     }

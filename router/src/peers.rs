@@ -11,8 +11,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use glommio::net::TcpStream;
-use runtime::io::Stream;
 use runtime::outbox::Outbox;
 use wire::frame::{self, Frame, Role};
 
@@ -78,10 +76,9 @@ impl Peer {
 
 /// Connects the link and serves it until it fails.
 pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
-    let why = match TcpStream::connect_timeout(peer.addr, CONNECT_TIMEOUT).await {
-        Ok(tcp) => {
+    let why = match runtime::net::connect(peer.addr, CONNECT_TIMEOUT).await {
+        Ok(stream) => {
             peer.failures.set(0);
-            let stream = Stream::new(tcp);
             let writer = runtime::link::spawn_writer(&peer.outbox, &stream);
             let reason = runtime::link::read_frames(
                 &stream,

@@ -6,10 +6,10 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
-use glommio::timer::sleep;
 use registry::{Registry, SessionEntry};
 use runtime::deadlines::Deadlines;
+use runtime::net::Listener;
+use runtime::rt::{self, sleep};
 use socket2::Socket;
 use wire::frame::{self, AckStatus};
 
@@ -165,7 +165,7 @@ impl Shard {
         self.peers
             .borrow_mut()
             .insert(addr.to_string(), peer.clone());
-        glommio::spawn_local(crate::peers::run(self.clone(), peer.clone())).detach();
+        rt::spawn(crate::peers::run(self.clone(), peer.clone())).detach();
         Ok(peer)
     }
 
@@ -216,6 +216,13 @@ impl Shard {
 
 /// Runs one router shard until the process exits.
 pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
+    let listener = match Listener::from_socket(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "listener unusable; shard stops");
+            return;
+        }
+    };
     let registry = match Registry::connect(&cfg.registry, Default::default()) {
         Ok(r) => r,
         Err(e) => {
@@ -237,7 +244,7 @@ pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
         next_fwd: Cell::new(1),
         next_peer: Cell::new(1),
     });
-    glommio::spawn_local({
+    rt::spawn({
         let shard = shard.clone();
         async move {
             loop {
@@ -247,14 +254,14 @@ pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
         }
     })
     .detach();
-    accept_loop(shard, runtime::listen::into_glommio(listener)).await;
+    accept_loop(shard, listener).await;
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok(tcp) => {
-                glommio::spawn_local(crate::inbound::serve(shard.clone(), tcp)).detach();
+            Ok(stream) => {
+                rt::spawn(crate::inbound::serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");

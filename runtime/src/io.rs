@@ -1,12 +1,11 @@
-//! A TCP stream shared by a reader task and a writer task on the same shard.
+//! A TCP stream shared by a reader task and a writer task on the same shard, on either backend.
 //!
-//! glommio's stream keeps separate readiness sources for reading and writing, so the two halves
-//! can be polled from different tasks as long as neither holds the stream across an `.await`:
-//! every method here borrows it only inside `poll`.
-//!
-//! Reads go into one per-thread scratch buffer and are handed to a sink closure at once, so an idle
-//! connection holds no read buffer at all: at millions of mostly idle sockets this is the
-//! difference between kilobytes and bytes per connection.
+//! Reads go into one per-thread scratch buffer and are handed to a sink closure at once, so an
+//! idle connection holds no read buffer at all: at millions of mostly idle sockets this is the
+//! difference between kilobytes and bytes per connection. glommio keeps separate readiness
+//! sources for reading and writing, so its stream can be polled from two tasks as long as
+//! neither holds it across an `.await`: every method here borrows it only inside `poll`. tokio's
+//! readiness API (`readable` + `try_read`) works on a shared reference directly.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -17,7 +16,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 
 /// Size of the per-thread read scratch: one read takes at most this much.
 pub const SCRATCH_SIZE: usize = 64 * 1024;
@@ -26,27 +24,62 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_SIZE]);
 }
 
+enum Inner {
+    Uring(RefCell<glommio::net::TcpStream>),
+    Epoll(tokio::net::TcpStream),
+}
+
 /// Shared-ownership TCP stream (clone = another handle to the same socket).
 #[derive(Clone)]
-pub struct Stream(Rc<RefCell<TcpStream>>);
+pub struct Stream(Rc<Inner>);
 
 impl Stream {
-    /// Wraps an accepted or connected stream; sets `TCP_NODELAY` since we batch ourselves.
-    pub fn new(s: TcpStream) -> Self {
+    /// Wraps a glommio stream; sets `TCP_NODELAY` since we batch ourselves.
+    pub fn from_glommio(s: glommio::net::TcpStream) -> Self {
         let _ = s.set_nodelay(true);
-        Stream(Rc::new(RefCell::new(s)))
+        Stream(Rc::new(Inner::Uring(RefCell::new(s))))
+    }
+
+    /// Wraps a tokio stream; sets `TCP_NODELAY` since we batch ourselves.
+    pub fn from_tokio(s: tokio::net::TcpStream) -> Self {
+        let _ = s.set_nodelay(true);
+        Stream(Rc::new(Inner::Epoll(s)))
     }
 
     /// Reads what is available (at most [`SCRATCH_SIZE`]) and passes it to `sink`.
     /// Resolves to the byte count; 0 means the peer closed.
-    pub fn read_with<F: FnMut(&[u8])>(&self, sink: F) -> ReadWith<'_, F> {
-        ReadWith { stream: self, sink }
+    pub async fn read_with<F: FnMut(&[u8]) + Unpin>(&self, mut sink: F) -> io::Result<usize> {
+        match &*self.0 {
+            Inner::Uring(s) => ReadWith { stream: s, sink }.await,
+            Inner::Epoll(s) => loop {
+                s.readable().await?;
+                let r = SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    s.try_read(&mut scratch[..])
+                        .inspect(|&n| sink(&scratch[..n]))
+                });
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            },
+        }
     }
 
     /// Writes all of `data`.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let n = WriteSome { stream: self, data }.await?;
+            let n = match &*self.0 {
+                Inner::Uring(s) => WriteSome { stream: s, data }.await?,
+                Inner::Epoll(s) => match s.try_write(data) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        s.writable().await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -65,18 +98,23 @@ impl Stream {
 
     /// The raw descriptor (for logging and socket options).
     pub fn fd(&self) -> RawFd {
-        self.0.borrow().as_raw_fd()
+        match &*self.0 {
+            Inner::Uring(s) => s.borrow().as_raw_fd(),
+            Inner::Epoll(s) => s.as_raw_fd(),
+        }
     }
 
     /// The remote address, if still connected.
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.0.borrow().peer_addr().ok()
+        match &*self.0 {
+            Inner::Uring(s) => s.borrow().peer_addr().ok(),
+            Inner::Epoll(s) => s.peer_addr().ok(),
+        }
     }
 }
 
-/// Future of [`Stream::read_with`].
-pub struct ReadWith<'a, F> {
-    stream: &'a Stream,
+struct ReadWith<'a, F> {
+    stream: &'a RefCell<glommio::net::TcpStream>,
     sink: F,
 }
 
@@ -86,7 +124,7 @@ impl<F: FnMut(&[u8]) + Unpin> Future for ReadWith<'_, F> {
         let this = &mut *self;
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let mut s = this.stream.0.borrow_mut();
+            let mut s = this.stream.borrow_mut();
             match Pin::new(&mut *s).poll_read(cx, &mut scratch[..]) {
                 Poll::Ready(Ok(n)) => {
                     drop(s);
@@ -100,14 +138,14 @@ impl<F: FnMut(&[u8]) + Unpin> Future for ReadWith<'_, F> {
 }
 
 struct WriteSome<'a> {
-    stream: &'a Stream,
+    stream: &'a RefCell<glommio::net::TcpStream>,
     data: &'a [u8],
 }
 
 impl Future for WriteSome<'_> {
     type Output = io::Result<usize>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = self.stream.0.borrow_mut();
+        let mut s = self.stream.borrow_mut();
         Pin::new(&mut *s).poll_write(cx, self.data)
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! Gateways and routers are thread-per-core: one single-threaded executor per shard, each with its
 //! own `SO_REUSEPORT` listener, no work stealing and no locks on the hot path. This crate holds the
-//! thin glue between that model and glommio (io_uring), so that the protocol crates stay free of
-//! I/O and a second executor (epoll, for hosts that deny io_uring) can later slot in here.
+//! thin glue between that model and its two event loops, glommio (io_uring) and tokio
+//! current-thread (epoll, for hosts that deny io_uring), so that the protocol crates stay free of
+//! I/O and the same shard code runs on both.
 //!
 //! # Layout
+//! - [`rt`]: the backends (glommio over io_uring, tokio over epoll); spawn, sleep, timeout.
+//! - [`probe`]: the `--io` setting and the start-up io_uring probe.
 //! - [`shards`]: start one pinned executor per shard and join them.
+//! - [`net`]: listeners and connects on the shard's backend.
 //! - [`listen`]: bind `SO_REUSEPORT` listeners up front, so bind errors surface before start-up.
 //! - [`io`]: a shared-ownership TCP stream whose read and write halves live in different tasks,
 //!   and reads into a per-shard scratch buffer (no read buffer is held by an idle connection).
@@ -25,7 +29,10 @@ pub mod io;
 pub mod link;
 pub mod listen;
 pub mod log;
+pub mod net;
 pub mod outbox;
+pub mod probe;
+pub mod rt;
 pub mod shards;
 pub mod signal;
 

@@ -6,10 +6,10 @@ use std::io;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use glommio::Task;
 
 use crate::io::Stream;
 use crate::outbox::Outbox;
+use crate::rt::{self, Task};
 
 /// Starting capacity of a link's receive buffer; links are few and busy, so it is kept.
 const LINK_RX: usize = 64 * 1024;
@@ -18,7 +18,7 @@ const LINK_RX: usize = 64 * 1024;
 /// write failed) it shuts the socket down so the read side ends too.
 pub fn spawn_writer(outbox: &Rc<Outbox>, stream: &Stream) -> Task<io::Result<()>> {
     let (outbox, stream) = (outbox.clone(), stream.clone());
-    glommio::spawn_local(async move {
+    rt::spawn(async move {
         let r = outbox.run_writer(&stream).await;
         stream.shutdown();
         r

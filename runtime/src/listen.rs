@@ -3,9 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 
-use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Listen backlog: connect storms of tens of thousands per second must not overflow it.
@@ -60,10 +58,4 @@ pub fn per_shard(addr: SocketAddr, count: usize) -> io::Result<Vec<(SocketAddr, 
             Ok((bound, s))
         })
         .collect()
-}
-
-/// Hands a listener built by [`shared`] or [`per_shard`] to the current executor.
-pub fn into_glommio(s: Socket) -> TcpListener {
-    // SAFETY: the descriptor comes from a bound, listening socket that we own and give away.
-    unsafe { TcpListener::from_raw_fd(s.into_raw_fd()) }
 }

@@ -1,9 +1,11 @@
-//! One executor per shard, each pinned to a CPU the process may run on.
+//! One executor per shard, each pinned to a CPU the process may run on, on either backend.
 
 use std::future::Future;
 use std::io;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::rt::{self, Backend};
 
 /// Memory glommio registers with io_uring per executor. We do no file I/O, so the minimum
 /// keeps locked memory (`RLIMIT_MEMLOCK`, often 8 MiB for non-root) well within limits.
@@ -23,14 +25,34 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+fn pin_to(cpu: usize) {
+    // SAFETY: sets the calling thread's affinity from a zeroed set with one CPU.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+enum Handle {
+    Uring(ExecutorJoinHandle<()>),
+    Epoll(std::thread::JoinHandle<()>),
+}
+
 /// Running shards of one role.
 pub struct Shards {
-    handles: Vec<ExecutorJoinHandle<()>>,
+    handles: Vec<Handle>,
 }
 
 impl Shards {
-    /// Starts `count` executors named `name-N`; shard `i` runs `f(i)`.
-    pub fn spawn<F, Fut>(name: &str, count: usize, pin: bool, f: F) -> io::Result<Shards>
+    /// Starts `count` executors named `name-N` on `backend`; shard `i` runs `f(i)`.
+    pub fn spawn<F, Fut>(
+        name: &str,
+        count: usize,
+        pin: bool,
+        backend: Backend,
+        f: F,
+    ) -> io::Result<Shards>
     where
         F: FnOnce(usize) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
@@ -38,17 +60,39 @@ impl Shards {
         let cpus = allowed_cpus();
         let mut handles = Vec::with_capacity(count);
         for i in 0..count {
-            let placement = if pin && !cpus.is_empty() {
-                Placement::Fixed(cpus[i % cpus.len()])
-            } else {
-                Placement::Unbound
-            };
+            let cpu = (pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let f = f.clone();
-            let h = LocalExecutorBuilder::new(placement)
-                .name(&format!("{name}-{i}"))
-                .io_memory(IO_MEMORY)
-                .spawn(move || f(i))
-                .map_err(|e| io::Error::other(format!("starting {name} shard {i}: {e}")))?;
+            let thread = format!("{name}-{i}");
+            let h = match backend {
+                Backend::Uring => {
+                    let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+                    LocalExecutorBuilder::new(placement)
+                        .name(&thread)
+                        .io_memory(IO_MEMORY)
+                        .spawn(move || {
+                            rt::set_current(Backend::Uring);
+                            f(i)
+                        })
+                        .map(Handle::Uring)
+                        .map_err(|e| io::Error::other(format!("starting {thread}: {e}")))?
+                }
+                Backend::Epoll => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    std::thread::Builder::new()
+                        .name(thread)
+                        .spawn(move || {
+                            if let Some(c) = cpu {
+                                pin_to(c);
+                            }
+                            rt::set_current(Backend::Epoll);
+                            let local = tokio::task::LocalSet::new();
+                            local.block_on(&rt, f(i));
+                        })
+                        .map(Handle::Epoll)?
+                }
+            };
             handles.push(h);
         }
         Ok(Shards { handles })
@@ -57,8 +101,12 @@ impl Shards {
     /// Waits for every shard to finish.
     pub fn join(self) -> io::Result<()> {
         for h in self.handles {
-            h.join()
-                .map_err(|e| io::Error::other(format!("shard failed: {e}")))?;
+            match h {
+                Handle::Uring(h) => h
+                    .join()
+                    .map_err(|e| io::Error::other(format!("shard failed: {e}")))?,
+                Handle::Epoll(h) => h.join().map_err(|_| io::Error::other("shard panicked"))?,
+            }
         }
         Ok(())
     }
