@@ -118,6 +118,10 @@ fn parse_body(frame_type: u8, bytes: Bytes) -> Result<Frame, WireError> {
             r.finish()?;
             Frame::Pong { nonce }
         }
+        ty::GOAWAY => {
+            Body::new("Goaway", bytes).finish()?;
+            Frame::Goaway
+        }
         other => return Err(WireError::UnknownFrameType(other)),
     };
     Ok(frame)

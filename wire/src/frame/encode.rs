@@ -78,6 +78,11 @@ pub fn encode_pong(buf: &mut BytesMut, nonce: u64) {
     buf.put_u64(nonce);
 }
 
+/// Appends a `Goaway` frame.
+pub fn encode_goaway(buf: &mut BytesMut) {
+    header(buf, ty::GOAWAY, 0);
+}
+
 /// Reserves room for the whole frame, then writes the length prefix and the type byte.
 fn header(buf: &mut BytesMut, frame_type: u8, body_len: usize) {
     buf.reserve(HEADER_LEN + body_len);

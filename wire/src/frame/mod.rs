@@ -22,6 +22,7 @@
 //! 0x05  DeliverResult  fwd_id:u64 | delivered:u32
 //! 0x06  Ping           nonce:u64
 //! 0x07  Pong           nonce:u64
+//! 0x08  Goaway         (empty)         router -> gateway: draining, send elsewhere
 //!
 //! role:   1 = gateway, 2 = router
 //! status: 0 = delivered, 1 = offline, 2 = failed
@@ -46,8 +47,8 @@ use bytes::Bytes;
 
 pub use decode::decode;
 pub use encode::{
-    encode_ack, encode_deliver, encode_deliver_result, encode_hello, encode_ping, encode_pong,
-    encode_send,
+    encode_ack, encode_deliver, encode_deliver_result, encode_goaway, encode_hello, encode_ping,
+    encode_pong, encode_send,
 };
 
 /// Link protocol version sent in `Hello`.
@@ -69,6 +70,7 @@ pub(crate) mod ty {
     pub const DELIVER_RESULT: u8 = 0x05;
     pub const PING: u8 = 0x06;
     pub const PONG: u8 = 0x07;
+    pub const GOAWAY: u8 = 0x08;
 }
 
 /// Which end of a link a peer is.
@@ -185,6 +187,9 @@ pub enum Frame {
         /// The `Ping`'s nonce.
         nonce: u64,
     },
+    /// router -> gateway: this router is draining; send nothing new on this link (acks for
+    /// what was sent still come), use another router.
+    Goaway,
 }
 
 /// Packed big-endian u64 session ids: a zero-copy view into a `Deliver` frame.
