@@ -61,6 +61,7 @@ fn reencode(f: &Frame, out: &mut BytesMut) {
         }
         Frame::Ping { nonce } => frame::encode_ping(out, *nonce),
         Frame::Pong { nonce } => frame::encode_pong(out, *nonce),
+        Frame::Goaway => frame::encode_goaway(out),
     }
 }
 
