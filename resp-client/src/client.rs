@@ -2,6 +2,10 @@
 //! the connection's shared write buffer and queues its reply slot *before returning*, so the
 //! order of calls is the order on the wire and the order of replies, whichever order the
 //! returned futures are awaited in.
+//!
+//! A `Client` is either one node's connection ([`NodeClient`], this file) or a cluster
+//! client (`crate::cluster`), which keeps one `NodeClient` per master and routes each command
+//! by its key's slot.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -12,17 +16,32 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::cluster::{ClusterClient, RoutedReply};
 use crate::codec::encode_command;
 use crate::conn::{self, Shared};
 use crate::{Config, Error, Reply};
 
-/// A pipelined Redis connection owned by one glommio executor (shard).
+/// A pipelined Redis client owned by one glommio executor (shard): one connection to one
+/// Redis, or (with [`Config::cluster`]) one connection per Redis Cluster master.
 ///
-/// Cloning is cheap (an `Rc`); all clones share one connection, one write buffer and one reply
-/// queue. The connection is made and remade in a background task; when the last clone is
-/// dropped that task closes it, and requests still pending fail with [`Error::Closed`].
+/// Cloning is cheap (an `Rc`); all clones share the connections, write buffers and reply
+/// queues. Connections are made and remade in background tasks; when the last clone is
+/// dropped they are closed, and requests still pending fail with [`Error::Closed`].
 #[derive(Clone)]
 pub struct Client {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Node(NodeClient),
+    Cluster(ClusterClient),
+}
+
+/// One node's pipelined connection: the whole client in single-node mode, one per master in
+/// cluster mode.
+#[derive(Clone)]
+pub(crate) struct NodeClient {
     handle: Rc<Handle>,
 }
 
@@ -53,9 +72,124 @@ pub struct Stats {
     pub writes: u64,
     /// Commands queued for sending (accepted by `submit*`).
     pub commands: u64,
+    /// Request round trip (queued to reply received), in microseconds: an exponentially
+    /// weighted moving average (weight 1/8 per read), 0 before the first reply. In cluster
+    /// mode, the slowest node's.
+    pub latency_us: u64,
+    /// Cluster mode: `MOVED`/`ASK`/retry redirects followed. 0 for one node.
+    pub redirects: u64,
+    /// Cluster mode: slot maps loaded (the first one included). 0 for one node.
+    pub topology_refreshes: u64,
+    /// Nodes connected to (1 for one node; the masters in cluster mode).
+    pub nodes: usize,
 }
 
 impl Client {
+    /// Creates the client and starts connecting in the background: to `config.addr`, or in
+    /// cluster mode to the seed nodes, to learn the slot map, and then to every master.
+    ///
+    /// Requests made during the first connection attempt are queued and sent once it
+    /// succeeds (they fail with [`Error::Disconnected`] if it fails; the attempt is bounded by
+    /// [`Config::connect_timeout`]), so a client can be used right away. After that, requests
+    /// made while disconnected fail at once (in cluster mode they are retried on the slot's
+    /// new master until the command timeout). [`Client::wait_connected`] waits for a
+    /// connection.
+    ///
+    /// # Panics
+    /// When called outside a glommio executor (it spawns the connection tasks there).
+    pub fn new(config: Config) -> Client {
+        let inner = if config.cluster {
+            Inner::Cluster(ClusterClient::new(config))
+        } else {
+            Inner::Node(NodeClient::new(config))
+        };
+        Client { inner }
+    }
+
+    /// Queues one command now and returns the future of its reply.
+    ///
+    /// The command is in the write buffer when this returns (or the future is already
+    /// failed: [`Error::Disconnected`], [`Error::Overloaded`], [`Error::InvalidCommand`]);
+    /// nothing happens on first poll. A Redis error reply (`-ERR ...`) is `Ok(Reply::Error)`.
+    /// Commands that change the connection's reply pattern (`SUBSCRIBE`, `MONITOR`) are not
+    /// supported.
+    ///
+    /// In cluster mode the command goes to the master of its key's slot (see
+    /// [`crate::route`]); `MOVED`/`ASK` redirects are followed when the future is polled, so
+    /// the order of two commands on one key is kept unless a redirect comes between them.
+    pub fn submit(&self, args: &[&[u8]]) -> ReplyFuture {
+        match &self.inner {
+            Inner::Node(n) => n.submit(args),
+            Inner::Cluster(c) => c.submit(args),
+        }
+    }
+
+    /// Queues several commands now, in order, all or none; the future yields their replies in
+    /// the same order. A transport failure fails the whole batch with the first error.
+    ///
+    /// In cluster mode the batch is split per node and the replies are put back in order.
+    pub fn submit_many(&self, cmds: &[&[&[u8]]]) -> BatchFuture {
+        match &self.inner {
+            Inner::Node(n) => n.submit_many(cmds),
+            Inner::Cluster(c) => {
+                let mut batch = Batch::new();
+                for args in cmds {
+                    batch.push(args);
+                }
+                c.submit_batch(batch)
+            }
+        }
+    }
+
+    /// Queues a [`Batch`] built earlier, like [`Client::submit_many`].
+    pub fn submit_batch(&self, batch: Batch) -> BatchFuture {
+        match &self.inner {
+            Inner::Node(n) => n.submit_batch(batch),
+            Inner::Cluster(c) => c.submit_batch(batch),
+        }
+    }
+
+    /// Sends one command and waits for its reply. The command is queued on first poll; use
+    /// [`Client::submit`] to queue at call time.
+    pub async fn cmd(&self, args: &[&[u8]]) -> Result<Reply, Error> {
+        self.submit(args).await
+    }
+
+    /// Waits until a connection is up (cluster mode: the slot map is known and every master
+    /// is connected), at most `timeout`; [`Error::Disconnected`] if it is not.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), Error> {
+        match &self.inner {
+            Inner::Node(n) => n.wait_connected(timeout).await,
+            Inner::Cluster(c) => c.wait_connected(timeout).await,
+        }
+    }
+
+    /// True while connected (cluster mode: slot map known, every master connected).
+    pub fn is_connected(&self) -> bool {
+        match &self.inner {
+            Inner::Node(n) => n.is_connected(),
+            Inner::Cluster(c) => c.is_connected(),
+        }
+    }
+
+    /// Current health figures (cluster mode: summed over the nodes).
+    pub fn stats(&self) -> Stats {
+        match &self.inner {
+            Inner::Node(n) => n.stats(),
+            Inner::Cluster(c) => c.stats(),
+        }
+    }
+
+    /// The configuration this client was created with.
+    pub fn config(&self) -> &Config {
+        match &self.inner {
+            Inner::Node(n) => n.config(),
+            Inner::Cluster(c) => c.config(),
+        }
+    }
+}
+
+impl NodeClient {
     /// Creates the client and starts connecting to `config.addr` in the background.
     ///
     /// Requests made during the first connection attempt are queued and sent once it
@@ -65,10 +199,10 @@ impl Client {
     ///
     /// # Panics
     /// When called outside a glommio executor (it spawns the connection task there).
-    pub fn new(config: Config) -> Client {
+    pub fn new(config: Config) -> NodeClient {
         let shared = Rc::new(Shared::new(config));
         glommio::spawn_local(conn::run(shared.clone())).detach();
-        Client {
+        NodeClient {
             handle: Rc::new(Handle { shared }),
         }
     }
@@ -96,7 +230,7 @@ impl Client {
         st.commands += 1;
         st.pipeline.push(Slot::One(cell.clone()), Instant::now());
         st.wake_driver();
-        ReplyFuture(ReplyState::Waiting(cell))
+        ReplyFuture::waiting(cell)
     }
 
     /// Queues several commands now, in order, all or none; the future yields their replies in
@@ -131,12 +265,6 @@ impl Client {
         BatchFuture::queue(&mut st, batch.count)
     }
 
-    /// Sends one command and waits for its reply. The command is queued on first poll; use
-    /// [`Client::submit`] to queue at call time.
-    pub async fn cmd(&self, args: &[&[u8]]) -> Result<Reply, Error> {
-        self.submit(args).await
-    }
-
     /// Waits until a connection is up, at most `timeout`; [`Error::Disconnected`] if it is not.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), Error> {
         let shared = self.handle.shared.clone();
@@ -165,15 +293,49 @@ impl Client {
     pub fn config(&self) -> &Config {
         &self.handle.shared.config
     }
+
+    /// `Ok` if `n` more requests may be queued now (all-or-none checks across nodes).
+    pub fn admit(&self, n: usize) -> Result<(), Error> {
+        self.handle.shared.state.borrow().admit(n)
+    }
+
+    /// Queues one command already encoded (`encoded`, concatenated) and returns its reply
+    /// cell: the cluster's fast path.
+    pub fn queue_encoded_one(&self, encoded: &[u8]) -> Result<Rc<RefCell<OneState>>, Error> {
+        let mut st = self.handle.shared.state.borrow_mut();
+        st.admit(1)?;
+        let cell = Rc::new(RefCell::new(OneState::default()));
+        st.wbuf.extend_from_slice(encoded);
+        st.commands += 1;
+        st.pipeline.push(Slot::One(cell.clone()), Instant::now());
+        st.wake_driver();
+        Ok(cell)
+    }
+
+    /// Queues `n` commands already encoded in `parts` (concatenated in order), all or none.
+    pub fn queue_encoded<'a>(
+        &self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        n: usize,
+    ) -> BatchFuture {
+        let mut st = self.handle.shared.state.borrow_mut();
+        if let Err(e) = st.admit(n) {
+            return BatchFuture::failed(e);
+        }
+        for part in parts {
+            st.wbuf.extend_from_slice(part);
+        }
+        BatchFuture::queue(&mut st, n)
+    }
 }
 
 /// Commands encoded ahead of time and queued together with [`Client::submit_batch`]. Sans-I/O:
 /// building one touches no connection.
 #[derive(Debug, Default)]
 pub struct Batch {
-    buf: BytesMut,
-    count: usize,
-    error: Option<Error>,
+    pub(crate) buf: BytesMut,
+    pub(crate) count: usize,
+    pub(crate) error: Option<Error>,
 }
 
 impl Batch {
@@ -249,6 +411,19 @@ pub(crate) struct OneState {
     waker: Option<Waker>,
 }
 
+impl OneState {
+    /// The result if it arrived; else registers `cx`'s waker.
+    pub(crate) fn poll_take(&mut self, cx: &Context<'_>) -> Poll<Result<Reply, Error>> {
+        match self.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                register(&mut self.waker, cx);
+                Poll::Pending
+            }
+        }
+    }
+}
+
 pub(crate) struct BatchState {
     replies: Vec<Reply>,
     expected: usize,
@@ -270,11 +445,27 @@ pub struct ReplyFuture(ReplyState);
 enum ReplyState {
     Failed(Option<Error>),
     Waiting(Rc<RefCell<OneState>>),
+    /// Cluster mode, no redirect yet.
+    Routed(RoutedReply),
+    /// Cluster mode, following a redirect or waiting for a new master (rare: boxed).
+    Retrying(Pin<Box<dyn Future<Output = Result<Reply, Error>>>>),
 }
 
 impl ReplyFuture {
-    fn failed(e: Error) -> ReplyFuture {
+    pub(crate) fn failed(e: Error) -> ReplyFuture {
         ReplyFuture(ReplyState::Failed(Some(e)))
+    }
+
+    pub(crate) fn waiting(cell: Rc<RefCell<OneState>>) -> ReplyFuture {
+        ReplyFuture(ReplyState::Waiting(cell))
+    }
+
+    pub(crate) fn routed(r: RoutedReply) -> ReplyFuture {
+        ReplyFuture(ReplyState::Routed(r))
+    }
+
+    pub(crate) fn retrying(f: impl Future<Output = Result<Reply, Error>> + 'static) -> ReplyFuture {
+        ReplyFuture(ReplyState::Retrying(Box::pin(f)))
     }
 }
 
@@ -282,20 +473,20 @@ impl Future for ReplyFuture {
     type Output = Result<Reply, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().0 {
+        let this = self.get_mut();
+        match &mut this.0 {
             ReplyState::Failed(e) => {
                 Poll::Ready(Err(e.take().expect("ReplyFuture polled after completion")))
             }
-            ReplyState::Waiting(cell) => {
-                let mut st = cell.borrow_mut();
-                match st.result.take() {
-                    Some(r) => Poll::Ready(r),
-                    None => {
-                        register(&mut st.waker, cx);
-                        Poll::Pending
-                    }
+            ReplyState::Waiting(cell) => cell.borrow_mut().poll_take(cx),
+            ReplyState::Routed(routed) => match routed.poll(cx) {
+                Ok(ready) => ready,
+                Err(retry) => {
+                    this.0 = ReplyState::Retrying(retry);
+                    Pin::new(this).poll(cx)
                 }
-            }
+            },
+            ReplyState::Retrying(f) => f.as_mut().poll(cx),
         }
     }
 }
@@ -307,11 +498,23 @@ pub struct BatchFuture(BatchFutureState);
 enum BatchFutureState {
     Done(Option<Result<Vec<Reply>, Error>>),
     Waiting(Rc<RefCell<BatchState>>),
+    /// Cluster mode: per-node parts and redirects, reassembled (one box per batch).
+    Cluster(Pin<Box<dyn Future<Output = Result<Vec<Reply>, Error>>>>),
 }
 
 impl BatchFuture {
-    fn failed(e: Error) -> BatchFuture {
+    pub(crate) fn failed(e: Error) -> BatchFuture {
         BatchFuture(BatchFutureState::Done(Some(Err(e))))
+    }
+
+    pub(crate) fn ready(r: Result<Vec<Reply>, Error>) -> BatchFuture {
+        BatchFuture(BatchFutureState::Done(Some(r)))
+    }
+
+    pub(crate) fn cluster(
+        f: impl Future<Output = Result<Vec<Reply>, Error>> + 'static,
+    ) -> BatchFuture {
+        BatchFuture(BatchFutureState::Cluster(Box::pin(f)))
     }
 
     /// Pushes `n` slots (their commands are already in the write buffer).
@@ -354,6 +557,7 @@ impl Future for BatchFuture {
                 register(&mut st.waker, cx);
                 Poll::Pending
             }
+            BatchFutureState::Cluster(f) => f.as_mut().poll(cx),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! [`Config`]: where Redis is, how to log in, and the client's limits; parsed from a
-//! `redis://` URL or built from [`Config::default`] and setters.
+//! `redis://`, `rediss://`, `redis-cluster://` or `rediss-cluster://` URL or built from
+//! [`Config::default`] and setters.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::codec::{DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_REPLY_BYTES};
@@ -10,18 +12,62 @@ use crate::Error;
 /// Port used when a `redis://` URL names none.
 pub const DEFAULT_PORT: u16 = 6379;
 
+/// TLS settings ([`Config::tls`]): rustls with the `ring` provider, TLS 1.2 and 1.3, server
+/// certificate verified (there is no switch to turn verification off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates to trust (URL `?ca=/path`). Default `None`: the Mozilla
+    /// root store built into the binary (`webpki-roots`), which covers ElastiCache's public
+    /// certificates; set it for a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Name the server certificate must be valid for (URL `?sni=name`). Default `None`: the
+    /// host of the address connected to (a DNS name or an IP address).
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// Sets [`TlsConfig::ca_file`].
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+    /// Sets [`TlsConfig::server_name`].
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+}
+
 /// Client configuration. Each field's doc gives its default and why.
-///
-/// Only plain TCP to one Redis node is supported today. TLS (`rediss://`) and cluster
-/// (`redis-cluster://`) will arrive as new fields (the struct is `#[non_exhaustive]`), and
-/// [`Config::from_url`] already recognizes those schemes and answers [`Error::Unsupported`].
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Redis address as `host:port` (IPv6 as `[::1]:6379`). Default `127.0.0.1:6379`: a local
-    /// Redis. A host name is resolved (blocking, through the system resolver) on every
-    /// connection attempt, so prefer literal IPs on hot shards.
+    /// Redis address as `host:port` (IPv6 as `[::1]:6379`); in cluster mode the first seed
+    /// node. Default `127.0.0.1:6379`: a local Redis. A host name is resolved (blocking,
+    /// through the system resolver) on every connection attempt, so prefer literal IPs on hot
+    /// shards.
     pub addr: String,
+    /// Redis Cluster mode (URL `redis-cluster://` / `rediss-cluster://`). Default `false`.
+    /// The slot map is learnt from [`Config::addr`] or a [`Config::seeds`] node (`CLUSTER
+    /// SHARDS`, else `CLUSTER SLOTS`), one connection is kept per master, and commands are
+    /// routed by their key's slot, following `MOVED`/`ASK`.
+    pub cluster: bool,
+    /// More cluster seed nodes (`host:port`) tried after [`Config::addr`] when the slot map
+    /// must be (re)learnt and no known master answers. Default empty.
+    pub seeds: Vec<String>,
+    /// TLS (URL `rediss://`), e.g. ElastiCache in-transit encryption. Default `None`: plain
+    /// TCP. In cluster mode every node connection uses it.
+    pub tls: Option<TlsConfig>,
+    /// Most `MOVED`/`ASK` redirects one command follows before failing with
+    /// [`Error::ClusterUnavailable`]. Default 5: one redirect is normal during a resharding,
+    /// more means the slot map changes faster than it can be learnt.
+    pub max_redirects: u32,
+    /// Cluster mode: how often the slot map is reloaded when nothing forces it (redirects,
+    /// lost connections and cluster errors reload it at once, at most every 100 ms).
+    /// Default 30 s: catches scaling events that caused no redirect yet, at the cost of one
+    /// small command per interval.
+    pub topology_refresh: Duration,
     /// Database selected with `SELECT` after connecting. Default 0: Redis' default, and the
     /// only one Redis Cluster has.
     pub db: u32,
@@ -66,6 +112,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: format!("127.0.0.1:{DEFAULT_PORT}"),
+            cluster: false,
+            seeds: Vec::new(),
+            tls: None,
+            max_redirects: 5,
+            topology_refresh: Duration::from_secs(30),
             db: 0,
             username: None,
             password: None,
@@ -84,6 +135,11 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("addr", &self.addr)
+            .field("cluster", &self.cluster)
+            .field("seeds", &self.seeds)
+            .field("tls", &self.tls)
+            .field("max_redirects", &self.max_redirects)
+            .field("topology_refresh", &self.topology_refresh)
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -99,39 +155,41 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
-    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    /// Parses a Redis URL:
+    /// - `redis://[[user]:password@]host[:port][/db]`: one node, plain TCP;
+    /// - `rediss://...`: the same over TLS;
+    /// - `redis-cluster://[[user]:password@]host:port[,host:port...]` and
+    ///   `rediss-cluster://...`: Redis Cluster, seeded by the listed nodes (no `/db`, or `/0`).
     ///
-    /// User and password may be percent-encoded. `rediss://` (TLS), `redis-cluster://`,
-    /// `rediss-cluster://` and unix-socket forms give [`Error::Unsupported`]; anything else
-    /// malformed gives [`Error::InvalidConfig`] naming the part.
+    /// Query parameters (TLS schemes only): `ca=<PEM file>` ([`TlsConfig::ca_file`]) and
+    /// `sni=<name>` ([`TlsConfig::server_name`]). User and password may be percent-encoded.
+    /// Unix-socket forms give [`Error::Unsupported`]; anything else malformed gives
+    /// [`Error::InvalidConfig`] naming the part.
     pub fn from_url(url: &str) -> Result<Config, Error> {
         let bad =
             |what: String| Error::InvalidConfig(format!("{what} in Redis URL {:?}", redact(url)));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("missing scheme (expected redis://host:port)".into()))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "redis" => {}
-            "rediss" => {
-                return Err(Error::Unsupported(
-                    "TLS (rediss://) is not supported yet".into(),
-                ))
-            }
-            "redis-cluster" | "rediss-cluster" => {
-                return Err(Error::Unsupported(format!(
-                    "Redis Cluster ({scheme}://) is not supported yet"
-                )))
-            }
+        let (tls, cluster) = match scheme.to_ascii_lowercase().as_str() {
+            "redis" => (false, false),
+            "rediss" => (true, false),
+            "redis-cluster" => (false, true),
+            "rediss-cluster" => (true, true),
             "unix" | "redis+unix" => {
                 return Err(Error::Unsupported(
                     "unix sockets are not supported yet".into(),
                 ))
             }
             other => return Err(bad(format!("unknown scheme {other:?}"))),
+        };
+        if rest.contains('#') {
+            return Err(bad("fragment ('#')".into()));
         }
-        if rest.contains('?') || rest.contains('#') {
-            return Err(Error::Unsupported("query parameters in Redis URLs".into()));
-        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
@@ -141,9 +199,14 @@ impl Config {
             config.db = path
                 .parse()
                 .map_err(|_| bad(format!("database {path:?} is not a number")))?;
+            if cluster && config.db != 0 {
+                return Err(bad(
+                    "a database other than 0 (Redis Cluster has only 0)".into()
+                ));
+            }
         }
-        let host_port = match authority.rsplit_once('@') {
-            Some((userinfo, host_port)) => {
+        let hosts = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
                 let (user, pass) = userinfo
                     .split_once(':')
                     .ok_or_else(|| bad("user without password (use user:password@)".into()))?;
@@ -155,41 +218,37 @@ impl Config {
                 config.password = Some(
                     percent_decode(pass).ok_or_else(|| bad("bad %-escape in password".into()))?,
                 );
-                host_port
+                hosts
             }
             None => authority,
         };
-        let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed '[' in host".into()))?;
-            match after {
-                "" => (format!("[{host}]"), None),
-                p => (
-                    format!("[{host}]"),
-                    Some(
-                        p.strip_prefix(':')
-                            .ok_or_else(|| bad("junk after ']'".into()))?,
-                    ),
-                ),
-            }
-        } else {
-            match host_port.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (host_port.to_string(), None),
-            }
-        };
-        if host.is_empty() || host == "[]" {
-            return Err(bad("missing host".into()));
+        let mut addrs = Vec::new();
+        for host_port in hosts.split(',') {
+            addrs.push(parse_host_port(host_port).map_err(&bad)?);
         }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
-                _ => return Err(bad(format!("port {p:?} is not in 1..=65535"))),
-            },
-        };
-        config.addr = format!("{host}:{port}");
+        if addrs.len() > 1 && !cluster {
+            return Err(bad("several hosts without a cluster scheme".into()));
+        }
+        config.addr = addrs.remove(0);
+        config.seeds = addrs;
+        config.cluster = cluster;
+        if tls {
+            config.tls = Some(TlsConfig::default());
+        }
+        for param in query.into_iter().flat_map(|q| q.split('&')) {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            let value =
+                percent_decode(value).ok_or_else(|| bad(format!("bad %-escape in {key:?}")))?;
+            let tls = config
+                .tls
+                .as_mut()
+                .ok_or_else(|| bad(format!("parameter {key:?} without TLS (rediss://)")))?;
+            match key {
+                "ca" if !value.is_empty() => tls.ca_file = Some(PathBuf::from(value)),
+                "sni" if !value.is_empty() => tls.server_name = Some(value),
+                _ => return Err(bad(format!("unknown or empty parameter {key:?}"))),
+            }
+        }
         Ok(config)
     }
 
@@ -209,12 +268,43 @@ impl Config {
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return bad("reconnect_min must be above zero and at most reconnect_max");
         }
+        if self.cluster && self.db != 0 {
+            return bad("Redis Cluster has only database 0");
+        }
+        if self.cluster && self.topology_refresh.is_zero() {
+            return bad("topology_refresh must be above zero");
+        }
+        if let Some(ca) = self.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            crate::tls::client_config(self.tls.as_ref().unwrap_or(&TlsConfig::default()))
+                .map_err(|e| Error::InvalidConfig(format!("TLS CA file {}: {e}", ca.display())))?;
+        }
         Ok(())
     }
 
     /// Sets [`Config::addr`].
     pub fn with_addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();
+        self
+    }
+    /// Sets [`Config::cluster`] and [`Config::seeds`].
+    pub fn with_cluster(mut self, seeds: Vec<String>) -> Self {
+        self.cluster = true;
+        self.seeds = seeds;
+        self
+    }
+    /// Sets [`Config::tls`].
+    pub fn with_tls(mut self, tls: Option<TlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+    /// Sets [`Config::max_redirects`].
+    pub fn with_max_redirects(mut self, max: u32) -> Self {
+        self.max_redirects = max;
+        self
+    }
+    /// Sets [`Config::topology_refresh`].
+    pub fn with_topology_refresh(mut self, every: Duration) -> Self {
+        self.topology_refresh = every;
         self
     }
     /// Sets [`Config::db`].
@@ -259,6 +349,41 @@ impl Config {
         self.reconnect_max = max;
         self
     }
+}
+
+/// `host[:port]` (IPv6 in brackets) as `host:port`, with the default port if none.
+fn parse_host_port(host_port: &str) -> Result<String, String> {
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in host".to_string())?;
+        match after {
+            "" => (format!("[{host}]"), None),
+            p => (
+                format!("[{host}]"),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| "junk after ']'".to_string())?,
+                ),
+            ),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (host_port.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("missing host".into());
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(format!("port {p:?} is not in 1..=65535")),
+        },
+    };
+    Ok(format!("{host}:{port}"))
 }
 
 /// The URL with any password replaced, for error messages.
@@ -319,13 +444,33 @@ mod tests {
     }
 
     #[test]
+    fn parses_tls_and_cluster_urls() {
+        let c =
+            Config::from_url("rediss://u:p@cache.example.com:6380?ca=/etc/ca%20file.pem").unwrap();
+        assert_eq!(c.addr, "cache.example.com:6380");
+        assert!(!c.cluster);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca file.pem")));
+        assert_eq!(tls.server_name, None);
+        let c = Config::from_url("redis-cluster://10.0.0.1:7000,10.0.0.2:7001,[::1]:7002").unwrap();
+        assert!(c.cluster && c.tls.is_none());
+        assert_eq!(c.addr, "10.0.0.1:7000");
+        assert_eq!(c.seeds, ["10.0.0.2:7001", "[::1]:7002"]);
+        c.validate().unwrap();
+        let c = Config::from_url("rediss-cluster://:pw@cfg.cache.amazonaws.com:6379/0?sni=x.y")
+            .unwrap();
+        assert!(c.cluster);
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        assert_eq!(c.tls.unwrap().server_name.as_deref(), Some("x.y"));
+        assert_eq!(
+            Config::from_url("rediss://h").unwrap().tls,
+            Some(TlsConfig::default())
+        );
+    }
+
+    #[test]
     fn rejects_bad_and_unsupported_urls() {
-        for url in [
-            "rediss://h:1",
-            "redis-cluster://h:1",
-            "unix:///tmp/r.sock",
-            "redis://h:1/?x=1",
-        ] {
+        for url in ["unix:///tmp/r.sock", "redis+unix:///tmp/r.sock"] {
             assert!(
                 matches!(Config::from_url(url), Err(Error::Unsupported(_))),
                 "{url}"
@@ -342,6 +487,14 @@ mod tests {
             "redis://user@h:1",
             "redis://u:%zz@h:1",
             "redis://[::1",
+            "redis://h:1/?x=1",
+            "redis://h:1?ca=/x",
+            "rediss://h:1?ca=",
+            "rediss://h:1?bogus=1",
+            "redis://h:1#frag",
+            "redis://a:1,b:2",
+            "redis-cluster://a:1,:2",
+            "redis-cluster://a:1/3",
         ] {
             assert!(
                 matches!(Config::from_url(url), Err(Error::InvalidConfig(_))),

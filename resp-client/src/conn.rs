@@ -18,12 +18,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BytesMut};
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 
 use crate::client::{Slot, Stats};
 use crate::codec::Decoder;
 use crate::connect;
 use crate::pipeline::Pipeline;
+use crate::tls::Stream;
 use crate::{Config, Error};
 use runtime::backoff::Backoff;
 
@@ -54,6 +54,8 @@ pub(crate) struct State {
     connect_errors: u64,
     writes: u64,
     pub commands: u64,
+    /// EWMA of the request round trip, in nanoseconds (0 before the first reply).
+    latency_ns: u64,
 }
 
 impl State {
@@ -89,6 +91,10 @@ impl State {
             connect_errors: self.connect_errors,
             writes: self.writes,
             commands: self.commands,
+            latency_us: self.latency_ns / 1000,
+            redirects: 0,
+            topology_refreshes: 0,
+            nodes: 1,
         }
     }
 }
@@ -110,6 +116,7 @@ impl Shared {
                 connect_errors: 0,
                 writes: 0,
                 commands: 0,
+                latency_ns: 0,
             }),
         }
     }
@@ -249,7 +256,7 @@ pub(crate) async fn run(shared: Rc<Shared>) {
 }
 
 /// Runs one established connection until it fails; returns the cause.
-async fn serve(shared: &Shared, stream: TcpStream) -> Error {
+async fn serve(shared: &Shared, stream: Stream) -> Error {
     let stream = RefCell::new(stream);
     let io = or(read_loop(shared, &stream), write_loop(shared, &stream));
     let control = or(watchdog(shared), async {
@@ -259,7 +266,7 @@ async fn serve(shared: &Shared, stream: TcpStream) -> Error {
     or(io, control).await
 }
 
-async fn write_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
+async fn write_loop(shared: &Shared, stream: &RefCell<Stream>) -> Error {
     let mut out = BytesMut::new();
     loop {
         poll_fn(|cx| {
@@ -288,20 +295,40 @@ async fn write_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
                 }
             }
         }
+        // TLS may still hold records the socket did not take yet.
+        if let Err(e) = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await {
+            tracing::debug!(error = %e, "Redis write failed");
+            return Error::ConnectionLost;
+        }
         out.clear();
     }
 }
 
-async fn read_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
+async fn read_loop(shared: &Shared, stream: &RefCell<Stream>) -> Error {
     let cfg = &shared.config;
     let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
+    let mut now = Instant::now();
     loop {
         loop {
             match dec.decode(&mut rbuf) {
                 Ok(Some(reply)) => {
-                    let slot = shared.state.borrow_mut().pipeline.on_reply();
+                    let slot = {
+                        let mut st = shared.state.borrow_mut();
+                        let slot = st.pipeline.on_reply_timed();
+                        if let Some((_, sent)) = &slot {
+                            // One clock read per socket read, not per reply.
+                            let sample = now.saturating_duration_since(*sent).as_nanos() as u64;
+                            let old = st.latency_ns;
+                            st.latency_ns = if old == 0 {
+                                sample
+                            } else {
+                                old - old / 8 + sample / 8
+                            };
+                        }
+                        slot.map(|(slot, _)| slot)
+                    };
                     match slot {
                         Some(slot) => slot.complete(Ok(reply)),
                         None => {
@@ -319,7 +346,10 @@ async fn read_loop(shared: &Shared, stream: &RefCell<TcpStream>) -> Error {
             poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut scratch)).await;
         match read {
             Ok(0) => return Error::ConnectionLost,
-            Ok(n) => rbuf.extend_from_slice(&scratch[..n]),
+            Ok(n) => {
+                rbuf.extend_from_slice(&scratch[..n]);
+                now = Instant::now();
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "Redis read failed");
                 return Error::ConnectionLost;

@@ -1,5 +1,5 @@
-//! Opening one connection: resolve, TCP connect, then `AUTH`/`SELECT` if configured, all
-//! within [`Config::connect_timeout`].
+//! Opening one connection: resolve, TCP connect, the TLS handshake if configured, then
+//! `AUTH`/`SELECT` if configured, all within [`Config::connect_timeout`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -10,24 +10,39 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::codec::{encode_command, Decoder};
+use crate::tls::{self, Stream, TlsStream};
 use crate::{Config, Reply};
 
-/// Connects, sends `AUTH`/`SELECT` if configured and checks their replies, all within
-/// `connect_timeout`.
-pub(crate) async fn connect(cfg: &Config) -> Result<TcpStream, String> {
+/// Connects, runs the TLS handshake if configured, sends `AUTH`/`SELECT` if configured and
+/// checks their replies, all within `connect_timeout`.
+pub(crate) async fn connect(cfg: &Config) -> Result<Stream, String> {
     let timeout = cfg.connect_timeout.max(Duration::from_millis(1));
+    let tls = match &cfg.tls {
+        Some(t) => Some((tls::client_config(t)?, tls::server_name(t, &cfg.addr)?)),
+        None => None,
+    };
     let addr = resolve(&cfg.addr)?;
-    let stream = TcpStream::connect_timeout(addr, timeout)
+    let tcp = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
+    tcp.set_nodelay(true)
         .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
     let late = async {
         glommio::timer::sleep(timeout).await;
         Err(format!("handshake took over {timeout:?}"))
     };
-    or(handshake(cfg, stream), late).await
+    let setup = async {
+        let stream = match tls {
+            Some((config, name)) => Stream::Tls(Box::new(
+                TlsStream::connect(tcp, config, name)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?,
+            )),
+            None => Stream::Plain(tcp),
+        };
+        handshake(cfg, stream).await
+    };
+    or(setup, late).await
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -37,7 +52,7 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("resolve {addr:?}: no address"))
 }
 
-async fn handshake(cfg: &Config, mut stream: TcpStream) -> Result<TcpStream, String> {
+async fn handshake(cfg: &Config, mut stream: Stream) -> Result<Stream, String> {
     let mut out = BytesMut::new();
     let mut expected = 0;
     if let Some(password) = &cfg.password {
@@ -59,6 +74,10 @@ async fn handshake(cfg: &Config, mut stream: TcpStream) -> Result<TcpStream, Str
     }
     stream
         .write_all(&out)
+        .await
+        .map_err(|e| format!("handshake write: {e}"))?;
+    stream
+        .flush()
         .await
         .map_err(|e| format!("handshake write: {e}"))?;
     let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len);

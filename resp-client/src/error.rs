@@ -47,8 +47,15 @@ pub enum Error {
     #[error("invalid Redis configuration: {0}")]
     InvalidConfig(String),
 
-    /// Source: configuration. A valid form this client does not support yet (`rediss://` TLS,
-    /// `redis-cluster://`, unix sockets). Not retryable.
+    /// Source: Redis Cluster. The command could not be served: its slot has no reachable
+    /// master (failover in progress, `CLUSTERDOWN`, `TRYAGAIN` during a migration) until the
+    /// command timeout passed, or it was redirected more than [`crate::Config::max_redirects`]
+    /// times. Redis did not execute it. Retryable: the client reloads the slot map by itself.
+    #[error("Redis Cluster cannot serve the command now: {0}; it was not executed")]
+    ClusterUnavailable(String),
+
+    /// Source: configuration. A valid form this client does not support yet (unix sockets).
+    /// Not retryable.
     #[error("unsupported Redis configuration: {0}")]
     Unsupported(String),
 
@@ -67,7 +74,10 @@ pub enum Error {
 impl Error {
     /// True when nothing was sent and retrying later is safe for any command.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Disconnected | Error::Overloaded { .. })
+        matches!(
+            self,
+            Error::Disconnected | Error::Overloaded { .. } | Error::ClusterUnavailable(_)
+        )
     }
 
     /// True when the error ended (or will end) the connection it happened on.

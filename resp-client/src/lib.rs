@@ -43,18 +43,24 @@
 //! longer than the command timeout.
 
 pub mod client;
+mod cluster;
 pub mod codec;
 pub mod config;
 mod conn;
 mod connect;
 pub mod error;
 pub mod pipeline;
+pub mod redirect;
 pub mod reply;
+pub mod route;
 mod scan;
+pub mod slot;
+mod tls;
+pub mod topology;
 
 pub use client::{Batch, BatchFuture, Client, ReplyFuture, Stats};
 pub use codec::{Decoder, Int};
-pub use config::Config;
+pub use config::{Config, TlsConfig};
 pub use error::Error;
 pub use pipeline::Pipeline;
 pub use reply::Reply;

@@ -71,6 +71,17 @@ impl<S> Pipeline<S> {
         self.pending.pop_front().map(|p| p.slot)
     }
 
+    /// Like [`Pipeline::on_reply`], also giving when the request was pushed (for latency).
+    pub fn on_reply_timed(&mut self) -> Option<(S, Instant)> {
+        let timeout = self.timeout;
+        self.pending.pop_front().map(|p| {
+            (
+                p.slot,
+                p.deadline.checked_sub(timeout).unwrap_or(p.deadline),
+            )
+        })
+    }
+
     /// When the oldest request expires. Later requests never expire earlier (same timeout,
     /// pushed later), so this is the only deadline to wait for.
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -128,9 +139,10 @@ mod tests {
             p.push(i, now);
         }
         assert_eq!(p.len(), 5);
-        for i in 0..5 {
+        for i in 0..4 {
             assert_eq!(p.on_reply(), Some(i));
         }
+        assert_eq!(p.on_reply_timed(), Some((4, now)), "pushed at now");
         assert_eq!(
             p.on_reply(),
             None,
