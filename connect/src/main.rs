@@ -40,21 +40,8 @@ struct Args {
     dev_users: Vec<String>,
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain signal-mask calls on a zeroed set; the threads spawned later inherit the
-    // mask, so SIGINT/SIGTERM are taken only by `sigwait` below.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    runtime::log::init();
+    runtime::log::init(false);
     let a = Args::parse();
     let secret = a.jwt_secret.clone().unwrap_or_else(|| {
         format!(
@@ -64,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         )
     });
     let shards = a.shards.unwrap_or_else(gateway::config::default_shards);
-    let signals = block_signals();
+    let signals = ops::signals::block();
 
     let mut rc = router::Config::new(a.router_listen, &a.registry, shards);
     rc.pin = false;
@@ -90,6 +77,8 @@ fn main() -> anyhow::Result<()> {
         &shards.to_string(),
         "--io",
         &a.io,
+        "--admin-listen",
+        "off",
     ])?;
     let mut gc = match gw_args.validate() {
         Ok(c) => c,
@@ -132,11 +121,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops.");
 
-    let mut sig: libc::c_int = 0;
-    // SAFETY: waits for one of the signals blocked above.
-    unsafe {
-        libc::sigwait(&signals, &mut sig);
-    }
-    eprintln!("signal {sig}: stopping");
+    let sig = signals.wait();
+    eprintln!("{sig}: stopping");
     std::process::exit(0);
 }

@@ -20,6 +20,8 @@ use wire::client::{self as cj, ClientMessage, ErrorCode};
 use wire::frame::AckStatus;
 
 use crate::http;
+use crate::limits::TokenBucket;
+use crate::metrics::Drop;
 use crate::shard::Shard;
 use crate::ws::{self, Io};
 
@@ -39,6 +41,7 @@ pub struct Conn {
     stream: Stream,
     seq: Cell<u64>,
     uplink: usize,
+    bucket: RefCell<TokenBucket>,
     pub last_rx: Cell<Instant>,
     closing: Cell<bool>,
 }
@@ -46,7 +49,7 @@ pub struct Conn {
 impl Conn {
     /// Queues a text frame; false if the connection is closing or its queue is full (then it
     /// is dropped as a slow consumer: memory stays bounded).
-    pub fn send_text(&self, payload: &[u8]) -> bool {
+    pub fn send_text(&self, shard: &Shard, payload: &[u8]) -> bool {
         if self.closing.get() {
             return false;
         }
@@ -57,6 +60,7 @@ impl Conn {
                     session = self.session,
                     "slow consumer: send queue full, disconnecting"
                 );
+                shard.m().drop(Drop::SlowConsumer);
                 self.abort();
                 false
             }
@@ -69,14 +73,16 @@ impl Conn {
         let mut s = shard.scratch.borrow_mut();
         s.clear();
         cj::encode_ack(&mut s, id, status, reason);
-        self.send_text(&s);
+        shard.m().ack(status);
+        self.send_text(shard, &s);
     }
 
     fn send_error(&self, shard: &Shard, id: Option<&RawValue>, code: ErrorCode, message: &str) {
         let mut s = shard.scratch.borrow_mut();
         s.clear();
         cj::encode_error(&mut s, id, code, message);
-        self.send_text(&s);
+        shard.m().client_errors.inc();
+        self.send_text(shard, &s);
     }
 
     /// Queues a ping (keeps NAT mappings alive and detects dead phones).
@@ -91,6 +97,12 @@ impl Conn {
         self.closing.set(true);
         self.outbox.close();
         self.stream.shutdown();
+    }
+
+    /// Asks the client to reconnect elsewhere after `wait_ms` (gateway draining): close code
+    /// 1012 (service restart) with reason `reconnect_after_ms=N`.
+    pub fn close_for_restart(&self, wait_ms: u64) {
+        self.close(CloseCode::Restart, &format!("reconnect_after_ms={wait_ms}"));
     }
 
     /// Starts a close handshake with `code`; the reader ends when it completes or the peer goes.
@@ -181,6 +193,10 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         return None;
     }
     match req.path.as_str() {
+        "/healthz" if shard.draining.get() => {
+            respond(stream, 503, "Service Unavailable", "draining\n", &[]).await;
+            return None;
+        }
         "/healthz" => {
             respond(stream, 200, "OK", "ok\n", &[]).await;
             return None;
@@ -197,6 +213,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         }
     }
     let Some(token) = req.token.as_deref() else {
+        shard.m().auth_failures.inc();
         respond(
             stream,
             401,
@@ -215,6 +232,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
     ) {
         Ok(c) => c,
         Err(e) => {
+            shard.m().auth_failures.inc();
             let body = format!("invalid token: {e}\n");
             respond(
                 stream,
@@ -228,6 +246,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         }
     };
     if !wire::user::valid_user_id(&claims.sub) {
+        shard.m().auth_failures.inc();
         respond(
             stream,
             401,
@@ -251,6 +270,19 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         return None;
     };
 
+    if shard.draining.get() || shard.sessions.borrow().len() >= shard.cfg.max_connections_per_shard
+    {
+        shard.m().drop(Drop::Capacity);
+        respond(
+            stream,
+            503,
+            "Service Unavailable",
+            "gateway full or draining, try another\n",
+            &[("Retry-After", "1")],
+        )
+        .await;
+        return None;
+    }
     let session = shard.new_session_id();
     let entry = SessionEntry {
         user: claims.sub,
@@ -259,7 +291,11 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         shard: shard.id,
         addr: shard.advertise.clone(),
     };
-    if let Err(e) = shard.registry.register(&entry, shard.cfg.session_ttl).await {
+    let started = Instant::now();
+    let registered = shard.registry.register(&entry, shard.cfg.session_ttl).await;
+    shard.m().registry_register.observe(started.elapsed());
+    if let Err(e) = registered {
+        shard.m().register_failures.inc();
         tracing::warn!(error = %e, user = %entry.user, "session registration failed");
         respond(
             stream,
@@ -303,8 +339,11 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         uplink,
         last_rx: Cell::new(Instant::now()),
         closing: Cell::new(false),
+        bucket: RefCell::new(TokenBucket::new(shard.cfg.msg_burst, Instant::now())),
     });
     shard.sessions.borrow_mut().insert(session, conn.clone());
+    shard.m().connects.inc();
+    shard.m().connections.inc();
     tracing::debug!(session, user = %conn.entry.user, "client connected");
     Some(conn)
 }
@@ -343,6 +382,7 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
     conn.closing.set(true);
     conn.outbox.close();
     shard.sessions.borrow_mut().remove(&session);
+    shard.m().connections.dec();
     // Let the writer flush a close frame, but never wait on a peer that stopped reading.
     if rt::timeout(Duration::from_secs(2), writer).await.is_none() {
         conn.stream.shutdown();
@@ -408,6 +448,17 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
     };
     match msg {
         ClientMessage::Send { id, to, body } => {
+            if shard.draining.get() {
+                let why = "gateway draining; reconnect and resend";
+                return conn.send_ack(shard, id, AckStatus::Failed, Some(why));
+            }
+            let (rate, burst) = (shard.cfg.msg_rate, shard.cfg.msg_burst);
+            if !conn.bucket.borrow_mut().take(rate, burst, Instant::now()) {
+                shard.m().rate_limited.inc();
+                let msg = format!("over {rate} messages per second; slow down");
+                return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
+            }
+            shard.m().messages_in.inc();
             let Some(link) = shard.pick_uplink(conn.uplink) else {
                 return conn.send_ack(shard, id, AckStatus::Failed, Some("no router available"));
             };

@@ -28,6 +28,19 @@ pub const DEFAULT_CLIENT_QUEUE: usize = 1024 * 1024;
 pub const DEFAULT_PING_INTERVAL_SECS: u64 = 25;
 /// Close clients silent this long (no data, no pong): the phone has gone away.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+/// Admin port (`/livez`, `/readyz`, `/metrics`) for target-group health checks and scraping.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
+/// SIGTERM drain budget: below ECS's default 30 s stop timeout, so the drain finishes before
+/// the task is killed.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 25;
+/// Connections per shard: 500k idle sessions at a few KB each stay within a Fargate task's
+/// memory; beyond it clients get 503 and try another gateway.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 500_000;
+/// Sends per second per connection: human chat is a few per second; bursts (pasting, resends
+/// after reconnect) get `DEFAULT_MSG_BURST`.
+pub const DEFAULT_MSG_RATE: u32 = 20;
+/// Token-bucket burst for sends.
+pub const DEFAULT_MSG_BURST: u32 = 60;
 
 /// Command-line flags of the `gateway` binary.
 #[derive(Parser, Debug, Clone)]
@@ -87,6 +100,24 @@ pub struct Args {
     /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
     #[arg(long, env = "CONNECT_IO", default_value = "auto")]
     pub io: String,
+    /// Admin listen address (/livez, /readyz, /metrics); `off` disables it.
+    #[arg(long, env = "CONNECT_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: String,
+    /// Seconds a SIGTERM drain may take before the process exits anyway.
+    #[arg(long, env = "CONNECT_DRAIN_TIMEOUT", default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout: u64,
+    /// Client connections per shard; beyond it upgrades get 503.
+    #[arg(long, env = "CONNECT_MAX_CONNECTIONS_PER_SHARD", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_SHARD)]
+    pub max_connections_per_shard: usize,
+    /// Sends per second allowed per connection (token bucket refill rate).
+    #[arg(long, env = "CONNECT_MSG_RATE", default_value_t = DEFAULT_MSG_RATE)]
+    pub msg_rate: u32,
+    /// Sends a connection may burst above the rate (token bucket size).
+    #[arg(long, env = "CONNECT_MSG_BURST", default_value_t = DEFAULT_MSG_BURST)]
+    pub msg_burst: u32,
+    /// Log format: text or json.
+    #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
 }
 
 /// Validated gateway configuration.
@@ -120,6 +151,12 @@ pub struct Config {
     pub dev_mode: bool,
     /// Which event loop to run on.
     pub io: IoMode,
+    /// Admin port address, if enabled.
+    pub admin_listen: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub max_connections_per_shard: usize,
+    pub msg_rate: u32,
+    pub msg_burst: u32,
 }
 
 fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
@@ -227,6 +264,19 @@ impl Args {
             errors.push(format!("--io {e}"));
             IoMode::Auto
         });
+        let admin_listen = match self.admin_listen.as_str() {
+            "off" | "" => None,
+            a => resolve("--admin-listen", a, &mut errors),
+        };
+        if self.msg_rate == 0 || self.msg_burst == 0 {
+            errors.push("--msg-rate and --msg-burst must be positive".into());
+        }
+        if self.max_connections_per_shard == 0 {
+            errors.push("--max-connections-per-shard must be positive".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            errors.push(format!("--log-format `{}`: text or json", self.log_format));
+        }
         let (mut advertise_host, mut advertise_port) = (String::new(), None);
         match (&self.advertise, internal_listen) {
             (Some(a), _) => match a.rsplit_once(':') {
@@ -268,6 +318,11 @@ impl Args {
             pin: true,
             dev_mode: false,
             io,
+            admin_listen,
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            max_connections_per_shard: self.max_connections_per_shard,
+            msg_rate: self.msg_rate,
+            msg_burst: self.msg_burst,
         })
     }
 }

@@ -11,7 +11,9 @@
 //! - [`http`]: pure HTTP/1.1 request-head parsing and responses for the upgrade.
 //! - `ws`: the per-connection WebSocket adapter over tungstenite (sans-I/O buffers).
 //! - `client`: one client connection: handshake, auth, registration, reads, sends.
-//! - `shard`: per-shard state: sessions, pending sends awaiting an ack, timers.
+//! - `shard`: per-shard state: sessions, pending sends awaiting an ack, timers, drain.
+//! - `limits`: the per-connection send rate limit (token bucket).
+//! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.
 //! - `uplink`: this shard's links to the routers (sends out, acks in).
 //! - `downlink`: routers' links to this shard (deliveries in, results out).
 //! - `dev`: local dev mode only: the demo chat page (`demo.html`), `/dev/token`, `/dev/online`.
@@ -22,12 +24,16 @@ pub mod http;
 mod client;
 mod dev;
 mod downlink;
+mod limits;
+mod metrics;
 mod shard;
 mod uplink;
 mod ws;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use metrics::Metrics;
 
 pub use config::{Args, Config};
 
@@ -58,7 +64,27 @@ pub struct Gateway {
     pub client_addr: SocketAddr,
     /// Each shard's bound internal address, in shard order.
     pub internal_addrs: Vec<SocketAddr>,
+    /// The admin port's bound address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
     shards: runtime::shards::Shards,
+}
+
+/// What the admin port reports for a gateway.
+struct Admin(Arc<Metrics>);
+
+impl ops::admin::AdminState for Admin {
+    fn ready(&self) -> Result<(), String> {
+        if ops::drain::draining() {
+            return Err("draining".into());
+        }
+        if self.0.shards.iter().all(|s| s.router_links_up.get() == 0) {
+            return Err("no router link up".into());
+        }
+        Ok(())
+    }
+    fn render(&self, out: &mut String) {
+        self.0.render(out);
+    }
 }
 
 impl Gateway {
@@ -89,13 +115,28 @@ impl Gateway {
         let cfg = config.clone();
         let (backend, why) = runtime::probe::choose(config.io).map_err(Error::NoBackend)?;
         tracing::info!(io = backend.as_str(), reason = %why, "event loop chosen");
+        let metrics = Metrics::new(config.shards);
+        metrics.set_backend(backend);
+        let admin_addr = match config.admin_listen {
+            Some(addr) => Some(
+                ops::admin::start(addr, Arc::new(Admin(metrics.clone()))).map_err(|source| {
+                    Error::Bind {
+                        what: "admin listener",
+                        addr,
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let m = metrics.clone();
         let shards =
             runtime::shards::Shards::spawn("gateway", config.shards, config.pin, backend, {
                 move |i| {
                     let taken = per_shard.lock().ok().and_then(|mut v| v[i].take());
                     async move {
                         if let Some((client, internal, port)) = taken {
-                            shard::run(i as u16, cfg, client, internal, port).await;
+                            shard::run(i as u16, cfg, m, client, internal, port).await;
                         }
                     }
                 }
@@ -111,11 +152,12 @@ impl Gateway {
         Ok(Gateway {
             client_addr,
             internal_addrs,
+            admin_addr,
             shards,
         })
     }
 
-    /// Waits for the shards to end (they run until the process exits).
+    /// Waits for the shards to end (after a drain, see [`ops::drain`]).
     pub fn join(self) -> std::io::Result<()> {
         self.shards.join()
     }

@@ -1,4 +1,6 @@
-//! `gateway` binary: parse flags, start the shards, run until killed.
+//! `gateway` binary: parse flags, start the shards, serve until SIGTERM/SIGINT, then drain.
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -6,8 +8,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    runtime::log::init();
-    let config = match gateway::Args::parse().validate() {
+    let args = gateway::Args::parse();
+    runtime::log::init(args.log_format == "json");
+    let config = match args.validate() {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
@@ -16,11 +19,26 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let drain = config.drain_timeout;
+    let signals = ops::signals::block();
     let gw = gateway::Gateway::start(config)?;
+    if let Some(a) = gw.admin_addr {
+        println!("admin listening on {a}");
+    }
     println!(
         "gateway listening on {} (internal {:?})",
         gw.client_addr, gw.internal_addrs
     );
+    let sig = signals.wait();
+    tracing::info!(signal = sig, timeout = ?drain, "draining");
+    ops::drain::start(drain);
+    // The shards stop by themselves; this bounds a drain that cannot finish.
+    std::thread::spawn(move || {
+        std::thread::sleep(drain + Duration::from_secs(1));
+        tracing::warn!("drain timeout passed; exiting");
+        std::process::exit(0);
+    });
     gw.join()?;
+    tracing::info!("drained; exiting");
     Ok(())
 }

@@ -17,8 +17,11 @@ use wire::frame::AckStatus;
 
 use crate::client::Conn;
 use crate::config::Config;
+use crate::metrics::{Metrics, ShardMetrics};
 use crate::uplink::Uplink;
 
+/// How often shards look for a drain request.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// How often expired pending sends are failed.
 const DEADLINE_TICK: Duration = Duration::from_millis(100);
 /// Sessions refreshed per pipelined registry batch.
@@ -46,6 +49,16 @@ pub struct Shard {
     rng: Cell<u64>,
     /// Reused buffer for encoding outgoing message JSON (no allocation per message).
     pub scratch: RefCell<Vec<u8>>,
+    pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM: new sends are refused, clients are asked to reconnect elsewhere.
+    pub draining: Cell<bool>,
+}
+
+impl Shard {
+    /// This shard's metrics.
+    pub fn m(&self) -> &ShardMetrics {
+        &self.metrics.shards[self.id as usize]
+    }
 }
 
 impl Shard {
@@ -82,6 +95,7 @@ impl Shard {
         self.deadlines
             .borrow_mut()
             .push(Instant::now() + self.cfg.send_timeout, msg_id);
+        self.m().pending_sends.inc();
         msg_id
     }
 
@@ -96,6 +110,7 @@ impl Shard {
         let Some(p) = self.pending.borrow_mut().remove(&msg_id) else {
             return;
         };
+        self.m().pending_sends.dec();
         if let Some(conn) = p.conn.upgrade() {
             conn.send_ack(self, &p.id, status, reason);
         }
@@ -134,17 +149,25 @@ impl Shard {
         let mut n = 0;
         for sid in sessions {
             if let Some(c) = map.get(&sid) {
-                if c.entry.user.as_bytes() == to && c.send_text(payload) {
+                if c.entry.user.as_bytes() == to && c.send_text(self, payload) {
                     n += 1;
                 }
             }
         }
+        self.m().deliveries_out.add(n as u64);
         n
     }
 }
 
 /// Runs one shard until the process exits.
-pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, internal_port: u16) {
+pub async fn run(
+    id: u16,
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+    client: Socket,
+    internal: Socket,
+    internal_port: u16,
+) {
     let (client, internal) = match (
         Listener::from_socket(client),
         Listener::from_socket(internal),
@@ -190,6 +213,8 @@ pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, in
         rng: Cell::new(runtime::clock::random_u64() | 1),
         scratch: RefCell::new(Vec::with_capacity(4096)),
         cfg,
+        metrics,
+        draining: Cell::new(false),
     });
     for l in &shard.uplinks {
         rt::spawn(crate::uplink::run(shard.clone(), l.clone())).detach();
@@ -198,7 +223,40 @@ pub async fn run(id: u16, cfg: Arc<Config>, client: Socket, internal: Socket, in
     rt::spawn(deadline_loop(shard.clone())).detach();
     rt::spawn(refresh_loop(shard.clone())).detach();
     rt::spawn(idle_loop(shard.clone())).detach();
-    crate::client::accept_loop(shard, client).await;
+    let accepting = rt::spawn(crate::client::accept_loop(shard.clone(), client));
+    while !ops::drain::draining() {
+        sleep(DRAIN_POLL).await;
+    }
+    drop(accepting);
+    drain(&shard).await;
+}
+
+/// SIGTERM: stop accepting (done by the caller), refuse new sends, let the sends in flight get
+/// their acks, then ask every client to reconnect elsewhere (1012 with a jittered delay hint)
+/// and wait for their sessions to be deregistered.
+async fn drain(shard: &Rc<Shard>) {
+    shard.draining.set(true);
+    let conns = shard.sessions.borrow().len();
+    tracing::info!(shard = shard.id, conns, "draining");
+    // Half the budget for outcomes of sends in flight, the rest for closing.
+    let acks_by = Instant::now() + ops::drain::remaining() / 2;
+    while !shard.pending.borrow().is_empty() && Instant::now() < acks_by {
+        sleep(Duration::from_millis(20)).await;
+    }
+    let spread = ops::drain::remaining().min(Duration::from_secs(10));
+    let conns: Vec<Rc<Conn>> = shard.sessions.borrow().values().cloned().collect();
+    for c in conns {
+        let wait = (shard.new_session_id() % (spread.as_millis() as u64 + 1)).max(100);
+        c.close_for_restart(wait);
+    }
+    while !shard.sessions.borrow().is_empty() && ops::drain::remaining() > Duration::ZERO {
+        sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        shard = shard.id,
+        left = shard.sessions.borrow().len(),
+        "drained"
+    );
 }
 
 async fn deadline_loop(shard: Rc<Shard>) {
@@ -239,6 +297,7 @@ async fn idle_loop(shard: Rc<Shard>) {
             let quiet = now.saturating_duration_since(c.last_rx.get());
             if quiet >= shard.cfg.idle_timeout {
                 tracing::debug!(session = c.session, "idle timeout");
+                shard.m().drop(crate::metrics::Drop::Idle);
                 c.abort();
             } else if quiet >= shard.cfg.ping_interval {
                 c.send_ping();

@@ -93,14 +93,17 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
         )
     });
     *link.outbox.borrow_mut() = Some(outbox.clone());
+    shard.m().router_links_up.inc();
     let writer = runtime::link::spawn_writer(&outbox, &stream);
     let reason = runtime::link::read_frames(
         &stream,
         |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
-        |f| on_frame(shard, f),
+        |f| on_frame(shard, link, f),
     )
     .await;
-    *link.outbox.borrow_mut() = None;
+    if link.outbox.borrow_mut().take().is_some() {
+        shard.m().router_links_up.dec();
+    }
     outbox.close();
     stream.shutdown();
     let _ = writer.await;
@@ -108,8 +111,15 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
     reason
 }
 
-fn on_frame(shard: &Shard, f: Frame) -> Result<(), String> {
+fn on_frame(shard: &Shard, link: &Uplink, f: Frame) -> Result<(), String> {
     match f {
+        // The router drains: send nothing new here; its acks still come on this link.
+        Frame::Goaway => {
+            if link.outbox.borrow_mut().take().is_some() {
+                shard.m().router_links_up.dec();
+            }
+            tracing::info!(shard = shard.id, router = %link.addr, "router draining (goaway)");
+        }
         Frame::Ack {
             msg_id,
             status,

@@ -11,6 +11,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7100";
 /// How long a delivery may wait for the recipient gateway's result before the sender gets
 /// `failed`. Below the gateway's send timeout (10 s) so the router's answer arrives first.
 pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// Admin port (`/livez`, `/readyz`, `/metrics`) for NLB health checks and scraping.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
+/// SIGTERM drain budget, below ECS's default 30 s stop timeout.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 25;
 
 /// Command-line flags of the `router` binary.
 #[derive(Parser, Debug, Clone)]
@@ -35,6 +39,15 @@ pub struct Args {
     /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
     #[arg(long, env = "CONNECT_IO", default_value = "auto")]
     pub io: String,
+    /// Admin listen address (/livez, /readyz, /metrics); `off` disables it.
+    #[arg(long, env = "CONNECT_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: String,
+    /// Seconds a SIGTERM drain may take before the process exits anyway.
+    #[arg(long, env = "CONNECT_DRAIN_TIMEOUT", default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
 }
 
 /// Validated router configuration.
@@ -49,6 +62,9 @@ pub struct Config {
     pub pin: bool,
     /// Which event loop to run on.
     pub io: IoMode,
+    /// Admin port address, if enabled.
+    pub admin_listen: Option<SocketAddr>,
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -61,6 +77,8 @@ impl Config {
             forward_timeout: Duration::from_millis(DEFAULT_FORWARD_TIMEOUT_MS),
             pin: true,
             io: IoMode::Auto,
+            admin_listen: None,
+            drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
         }
     }
 }
@@ -105,6 +123,19 @@ impl Args {
             errors.push(format!("--io {e}"));
             IoMode::Auto
         });
+        let admin_listen = match self.admin_listen.as_str() {
+            "off" | "" => None,
+            a => match a.to_socket_addrs().map(|mut x| x.next()) {
+                Ok(Some(x)) => Some(x),
+                _ => {
+                    errors.push(format!("--admin-listen: `{a}` is not a valid HOST:PORT"));
+                    None
+                }
+            },
+        };
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            errors.push(format!("--log-format `{}`: text or json", self.log_format));
+        }
         match listen {
             Some(listen) if errors.is_empty() => Ok(Config {
                 listen,
@@ -113,6 +144,8 @@ impl Args {
                 forward_timeout: Duration::from_millis(self.forward_timeout_ms),
                 pin: true,
                 io,
+                admin_listen,
+                drain_timeout: Duration::from_secs(self.drain_timeout),
             }),
             _ => Err(errors),
         }

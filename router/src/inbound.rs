@@ -5,6 +5,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use registry::{RegistryFuture, SessionEntry};
@@ -13,6 +15,7 @@ use runtime::outbox::Outbox;
 use runtime::signal::Signal;
 use wire::frame::{self, AckStatus, Frame, Role};
 
+use crate::metrics::Metrics;
 use crate::shard::Shard;
 
 /// Bytes of acks that may wait on one gateway link.
@@ -23,6 +26,7 @@ const MAX_QUEUED: usize = 65_536;
 type Lookup = RegistryFuture<Vec<SessionEntry>>;
 
 struct Job {
+    queued: Instant,
     msg_id: u64,
     to: Bytes,
     payload: Bytes,
@@ -31,6 +35,8 @@ struct Job {
 
 /// One gateway's link into this shard.
 pub struct Inbound {
+    metrics: Arc<Metrics>,
+    shard: usize,
     outbox: Rc<Outbox>,
     jobs: RefCell<VecDeque<Job>>,
     signal: Signal,
@@ -38,8 +44,19 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// Whether sends are still waiting for their lookup.
+    pub fn busy(&self) -> bool {
+        !self.jobs.borrow().is_empty()
+    }
+
+    /// Tells the gateway this router drains: it sends its next messages elsewhere.
+    pub fn goaway(&self) {
+        let _ = self.outbox.push(frame::encode_goaway);
+    }
+
     /// Queues the one ack of a send.
     pub fn ack(&self, msg_id: u64, status: AckStatus, reason: &str) {
+        self.metrics.shards[self.shard].ack(status);
         let _ = self
             .outbox
             .push(|b| frame::encode_ack(b, msg_id, status, reason));
@@ -53,11 +70,14 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream) {
         frame::encode_hello(b, frame::PROTOCOL_VERSION, Role::Router, "router", shard.id)
     });
     let link = Rc::new(Inbound {
+        metrics: shard.metrics.clone(),
+        shard: shard.id as usize,
         outbox: outbox.clone(),
         jobs: RefCell::new(VecDeque::new()),
         signal: Signal::default(),
         reading: Cell::new(true),
     });
+    shard.add_inbound(&link);
     let writer = runtime::link::spawn_writer(&outbox, &stream);
     let processor = runtime::rt::spawn(process(shard.clone(), link.clone()));
     let mut greeted = false;
@@ -72,6 +92,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream) {
     processor.await;
     outbox.close();
     let _ = writer.await;
+    shard.m().gateway_links.dec();
     tracing::info!(shard = shard.id, ?peer, %reason, "gateway link closed");
 }
 
@@ -86,6 +107,11 @@ async fn process(shard: Rc<Shard>, link: Rc<Inbound>) {
             continue;
         };
         let result = job.lookup.await;
+        let m = shard.m();
+        m.lookup.observe(job.queued.elapsed());
+        if result.is_err() {
+            m.lookup_errors.inc();
+        }
         match std::str::from_utf8(&job.to) {
             Ok(to) => shard.route(&link, job.msg_id, to, &job.payload, result),
             Err(_) => link.ack(job.msg_id, AckStatus::Failed, "recipient is not UTF-8"),
@@ -119,7 +145,9 @@ fn on_frame(shard: &Shard, link: &Inbound, greeted: &mut bool, f: Frame) -> Resu
                 return Ok(());
             };
             let lookup = shard.registry.lookup(user);
+            shard.m().sends.inc();
             link.jobs.borrow_mut().push_back(Job {
+                queued: Instant::now(),
                 msg_id,
                 to,
                 payload,

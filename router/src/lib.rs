@@ -9,16 +9,21 @@
 //! - [`config`]: flags, environment variables, defaults and validation.
 //! - `inbound`: links from gateways: sends in (lookups pipelined, order kept), acks out.
 //! - `peers`: links to gateway shards: deliveries out, results in; reconnect and timeouts.
-//! - `shard`: per-shard state: forwards awaiting results and their aggregation into one ack.
+//! - `shard`: per-shard state: forwards awaiting results and their aggregation into one ack;
+//!   the SIGTERM drain.
+//! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.
 
 pub mod config;
 
 mod inbound;
+mod metrics;
 mod peers;
 mod shard;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use metrics::Metrics;
 
 pub use config::{Args, Config};
 
@@ -45,7 +50,25 @@ pub enum Error {
 pub struct Router {
     /// The bound address (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The admin port's bound address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
     shards: runtime::shards::Shards,
+}
+
+/// What the admin port reports for a router.
+struct Admin(Arc<Metrics>);
+
+impl ops::admin::AdminState for Admin {
+    fn ready(&self) -> Result<(), String> {
+        if ops::drain::draining() {
+            Err("draining".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn render(&self, out: &mut String) {
+        self.0.render(out);
+    }
 }
 
 impl Router {
@@ -65,20 +88,34 @@ impl Router {
         let cfg = config.clone();
         let (backend, why) = runtime::probe::choose(config.io).map_err(Error::NoBackend)?;
         tracing::info!(io = backend.as_str(), reason = %why, "event loop chosen");
+        let metrics = Metrics::new(config.shards);
+        metrics.set_backend(backend);
+        let admin_addr = match config.admin_listen {
+            Some(a) => Some(
+                ops::admin::start(a, Arc::new(Admin(metrics.clone())))
+                    .map_err(|source| Error::Bind { addr: a, source })?,
+            ),
+            None => None,
+        };
+        let m = metrics.clone();
         let shards =
             runtime::shards::Shards::spawn("router", config.shards, config.pin, backend, {
                 move |i| {
                     let l = listeners.lock().ok().and_then(|mut v| v[i].take());
                     async move {
                         if let Some(l) = l {
-                            shard::run(i as u16, cfg, l).await;
+                            shard::run(i as u16, cfg, m, l).await;
                         }
                     }
                 }
             })
             .map_err(Error::Runtime)?;
         tracing::info!(%addr, shards = config.shards, "router started");
-        Ok(Router { addr, shards })
+        Ok(Router {
+            addr,
+            admin_addr,
+            shards,
+        })
     }
 
     /// Waits for the shards to end (they run until the process exits).

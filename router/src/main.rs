@@ -1,4 +1,6 @@
-//! `router` binary: parse flags, start the shards, run until killed.
+//! `router` binary: parse flags, start the shards, serve until SIGTERM/SIGINT, then drain.
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -6,8 +8,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    runtime::log::init();
-    let config = match router::Args::parse().validate() {
+    let args = router::Args::parse();
+    runtime::log::init(args.log_format == "json");
+    let config = match args.validate() {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
@@ -16,8 +19,22 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let drain = config.drain_timeout;
+    let signals = ops::signals::block();
     let r = router::Router::start(config)?;
+    if let Some(a) = r.admin_addr {
+        println!("admin listening on {a}");
+    }
     println!("router listening on {}", r.addr);
+    let sig = signals.wait();
+    tracing::info!(signal = sig, timeout = ?drain, "draining");
+    ops::drain::start(drain);
+    std::thread::spawn(move || {
+        std::thread::sleep(drain + Duration::from_secs(1));
+        tracing::warn!("drain timeout passed; exiting");
+        std::process::exit(0);
+    });
     r.join()?;
+    tracing::info!("drained; exiting");
     Ok(())
 }

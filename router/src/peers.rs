@@ -79,6 +79,7 @@ pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
     let why = match runtime::net::connect(peer.addr, CONNECT_TIMEOUT).await {
         Ok(stream) => {
             peer.failures.set(0);
+            shard.m().peer_links_up.inc();
             let writer = runtime::link::spawn_writer(&peer.outbox, &stream);
             let reason = runtime::link::read_frames(
                 &stream,
@@ -89,6 +90,7 @@ pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
             tracing::info!(shard = shard.id, gateway = %peer.addr, %reason, "gateway link down");
             stream.shutdown();
             peer.mark_down();
+            shard.m().peer_links_up.dec();
             let _ = writer.await;
             "recipient gateway link lost"
         }

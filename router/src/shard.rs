@@ -15,8 +15,11 @@ use wire::frame::{self, AckStatus};
 
 use crate::config::Config;
 use crate::inbound::Inbound;
+use crate::metrics::{Metrics, ShardMetrics};
 use crate::peers::Peer;
 
+/// How often shards look for a drain request.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// How often forwards past their deadline are failed.
 const DEADLINE_TICK: Duration = Duration::from_millis(100);
 
@@ -73,9 +76,24 @@ pub struct Shard {
     deadlines: RefCell<Deadlines>,
     next_fwd: Cell<u64>,
     next_peer: Cell<u64>,
+    pub metrics: Arc<Metrics>,
+    inbound: RefCell<Vec<Weak<Inbound>>>,
 }
 
 impl Shard {
+    /// This shard's metrics.
+    pub fn m(&self) -> &ShardMetrics {
+        &self.metrics.shards[self.id as usize]
+    }
+
+    /// Remembers a gateway link (to send it `Goaway` when draining).
+    pub fn add_inbound(&self, link: &Rc<Inbound>) {
+        self.m().gateway_links.inc();
+        let mut v = self.inbound.borrow_mut();
+        v.retain(|l| l.strong_count() > 0);
+        v.push(Rc::downgrade(link));
+    }
+
     /// Routes one send given its registry lookup result. Always leads to exactly one ack.
     pub fn route(
         self: &Rc<Self>,
@@ -129,6 +147,8 @@ impl Shard {
             let fwd_id = self.next_fwd.get();
             self.next_fwd.set(fwd_id + 1);
             if peer.send(|b| frame::encode_deliver(b, fwd_id, to, &sids, payload)) {
+                self.m().deliveries.inc();
+                self.m().forwards_pending.inc();
                 self.fwds.borrow_mut().insert(
                     fwd_id,
                     Fwd {
@@ -174,6 +194,7 @@ impl Shard {
         let Some(f) = self.fwds.borrow_mut().remove(&fwd_id) else {
             return;
         };
+        self.m().forwards_pending.dec();
         f.agg.outstanding.set(f.agg.outstanding.get() - 1);
         if delivered > 0 {
             f.agg.delivered.set(true);
@@ -199,6 +220,7 @@ impl Shard {
         let Some(f) = self.fwds.borrow_mut().remove(&fwd_id) else {
             return;
         };
+        self.m().forwards_pending.dec();
         f.agg.outstanding.set(f.agg.outstanding.get() - 1);
         f.agg.failure.set(Some(why));
         f.agg.settle();
@@ -215,7 +237,7 @@ impl Shard {
 }
 
 /// Runs one router shard until the process exits.
-pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
+pub async fn run(id: u16, cfg: Arc<Config>, metrics: Arc<Metrics>, listener: Socket) {
     let listener = match Listener::from_socket(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -243,6 +265,8 @@ pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
         deadlines: RefCell::new(Deadlines::default()),
         next_fwd: Cell::new(1),
         next_peer: Cell::new(1),
+        metrics,
+        inbound: RefCell::new(Vec::new()),
     });
     rt::spawn({
         let shard = shard.clone();
@@ -254,7 +278,41 @@ pub async fn run(id: u16, cfg: Arc<Config>, listener: Socket) {
         }
     })
     .detach();
-    accept_loop(shard, listener).await;
+    let accepting = rt::spawn(accept_loop(shard.clone(), listener));
+    while !ops::drain::draining() {
+        sleep(DRAIN_POLL).await;
+    }
+    drop(accepting);
+    drain(&shard).await;
+}
+
+/// SIGTERM: stop accepting (done by the caller), tell every gateway to send elsewhere, and
+/// finish what is in flight: every send already received gets its ack before the router exits.
+async fn drain(shard: &Shard) {
+    let links: Vec<Rc<Inbound>> = shard
+        .inbound
+        .borrow()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    tracing::info!(shard = shard.id, links = links.len(), "draining");
+    for l in &links {
+        l.goaway();
+    }
+    // Sends that raced the goaway still arrive; give them a moment, then wait for quiet.
+    sleep(Duration::from_millis(200)).await;
+    while (links.iter().any(|l| l.busy()) || !shard.fwds.borrow().is_empty())
+        && ops::drain::remaining() > Duration::ZERO
+    {
+        sleep(Duration::from_millis(20)).await;
+    }
+    // Let the writers flush the last acks.
+    sleep(Duration::from_millis(100)).await;
+    tracing::info!(
+        shard = shard.id,
+        left = shard.fwds.borrow().len(),
+        "drained"
+    );
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: Listener) {

@@ -30,6 +30,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub name: String,
+    /// The admin port, when the process printed one.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Proc {
@@ -45,11 +47,16 @@ impl Proc {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut admin = None;
         loop {
             assert!(Instant::now() < deadline, "{name} did not get ready");
             match lines.next() {
                 Some(Ok(l)) if l.contains(ready) => break,
-                Some(Ok(_)) => continue,
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("admin listening on ") {
+                        admin = a.trim().parse().ok();
+                    }
+                }
                 _ => panic!("{name} exited before it was ready"),
             }
         }
@@ -58,7 +65,48 @@ impl Proc {
         Proc {
             child,
             name: name.into(),
+            admin,
         }
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`) and waits up to `within` for the exit.
+    pub fn signal_and_wait(&mut self, sig: i32, within: Duration) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET on the admin port; returns (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self.admin.expect("no admin port");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        let status = r
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = r
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// SIGKILL, like a crashed task.
@@ -84,6 +132,11 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(gateways: usize, session_ttl: u64) -> Stack {
+        Self::start_with(gateways, session_ttl, &[])
+    }
+
+    /// Like [`Stack::start`], with extra gateway flags.
+    pub fn start_with(gateways: usize, session_ttl: u64, gateway_flags: &[&str]) -> Stack {
         let redis = testkit::RedisServer::start();
         let router_port = testkit::free_port();
         let router = Proc::start(
@@ -96,6 +149,10 @@ impl Stack {
                 redis.url(),
                 "--shards".into(),
                 "2".into(),
+                "--admin-listen".into(),
+                "127.0.0.1:0".into(),
+                "--drain-timeout".into(),
+                "5".into(),
             ],
             "router listening",
         );
@@ -103,27 +160,42 @@ impl Stack {
         let mut ports = Vec::new();
         for i in 0..gateways {
             let port = testkit::free_port();
+            let mut args: Vec<String> = vec![
+                "--admin-listen".into(),
+                "127.0.0.1:0".into(),
+                "--drain-timeout".into(),
+                "5".into(),
+            ];
+            if !gateway_flags.contains(&"--msg-rate") {
+                // The tests send in bursts far above human chat.
+                args.extend(["--msg-rate", "1000000", "--msg-burst", "1000000"].map(String::from));
+            }
+            args.extend(gateway_flags.iter().map(|s| s.to_string()));
             gws.push(Proc::start(
                 &format!("gateway{i}"),
                 "gateway",
                 &[
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--internal-listen".into(),
-                    "127.0.0.1:0".into(),
-                    "--router".into(),
-                    format!("127.0.0.1:{router_port}"),
-                    "--registry".into(),
-                    redis.url(),
-                    "--jwt-secret".into(),
-                    SECRET.into(),
-                    "--session-ttl".into(),
-                    session_ttl.to_string(),
-                    "--shards".into(),
-                    "2".into(),
-                    "--instance-id".into(),
-                    format!("gw{i}"),
-                ],
+                    &args[..],
+                    &[
+                        "--listen".into(),
+                        format!("127.0.0.1:{port}"),
+                        "--internal-listen".into(),
+                        "127.0.0.1:0".into(),
+                        "--router".into(),
+                        format!("127.0.0.1:{router_port}"),
+                        "--registry".into(),
+                        redis.url(),
+                        "--jwt-secret".into(),
+                        SECRET.into(),
+                        "--session-ttl".into(),
+                        session_ttl.to_string(),
+                        "--shards".into(),
+                        "2".into(),
+                        "--instance-id".into(),
+                        format!("gw{i}"),
+                    ],
+                ]
+                .concat(),
                 "gateway listening",
             ));
             ports.push(port);

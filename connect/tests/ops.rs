@@ -1,0 +1,195 @@
+//! End to end, operations: admin endpoints and metrics, rate limiting, SIGTERM drains of a
+//! gateway and of a router (no send is left without an outcome).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+fn metric(body: &str, line_prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn admin_endpoints_and_metrics() {
+    let stack = Stack::start(2, 60);
+    let gw = &stack.gateways[0];
+    assert_eq!(gw.admin_get("/livez").0, 200);
+    assert_eq!(gw.admin_get("/readyz").0, 200);
+    assert_eq!(stack.router.admin_get("/readyz").0, 200);
+    let mut alice = Client::connect(stack.gw_ports[0], "alice");
+    let mut bob = Client::connect(stack.gw_ports[1], "bob");
+    for i in 0..5 {
+        alice.send_to("bob", &format!("m{i}"), json!(i));
+    }
+    for _ in 0..5 {
+        assert_eq!(alice.recv_type("ack")["status"], "delivered");
+        bob.recv_type("message");
+    }
+    alice.send_raw("nope");
+    alice.recv_type("error");
+    let (status, m) = gw.admin_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metric(&m, "connect_gateway_acks_total{status=\"delivered\"}") >= 5.0,
+        "{m}"
+    );
+    assert!(metric(&m, "connect_gateway_connections{") >= 1.0, "{m}");
+    assert!(
+        metric(&m, "connect_gateway_client_errors_total") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "connect_registry_seconds_count{op=\"register\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "connect_io_backend{"),
+        1.0,
+        "exactly one backend: {m}"
+    );
+    let (_, rm) = stack.router.admin_get("/metrics");
+    assert!(
+        metric(&rm, "connect_router_acks_total{status=\"delivered\"}") >= 5.0,
+        "{rm}"
+    );
+    assert!(
+        metric(&rm, "connect_registry_seconds_count{op=\"lookup\"}") >= 5.0,
+        "{rm}"
+    );
+}
+
+#[test]
+fn rate_limit_answers_every_send_once() {
+    let stack = Stack::start_with(1, 60, &["--msg-rate", "5", "--msg-burst", "10"]);
+    let mut alice = Client::connect(stack.gw_ports[0], "alice");
+    let _bob = Client::connect(stack.gw_ports[0], "bob");
+    const N: usize = 40;
+    for i in 0..N {
+        alice.send_to("bob", &format!("r{i}"), json!(i));
+    }
+    let mut outcomes: HashMap<String, String> = HashMap::new();
+    while outcomes.len() < N {
+        let v = alice.recv();
+        let kind = match v["type"].as_str() {
+            Some("ack") => v["status"].as_str().unwrap().to_string(),
+            Some("error") => v["code"].as_str().unwrap().to_string(),
+            _ => continue,
+        };
+        let id = v["id"]
+            .as_str()
+            .expect("outcome carries the id")
+            .to_string();
+        assert!(
+            outcomes.insert(id.clone(), kind).is_none(),
+            "two outcomes for {id}"
+        );
+    }
+    let limited = outcomes.values().filter(|k| *k == "rate_limited").count();
+    let delivered = outcomes.values().filter(|k| *k == "delivered").count();
+    assert!(limited >= 20, "{outcomes:?}");
+    assert!(delivered >= 10, "the burst goes through: {outcomes:?}");
+    assert!(alice.try_recv(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn gateway_drain_on_sigterm() {
+    let mut stack = Stack::start(2, 60);
+    let mut alice = Client::connect(stack.gw_ports[0], "alice");
+    let mut bob = Client::connect(stack.gw_ports[1], "bob");
+    alice.send_to("bob", "before", json!(0));
+    assert_eq!(alice.recv_type("ack")["status"], "delivered");
+    bob.recv_type("message");
+
+    // Bob's gateway drains while alice keeps sending to him.
+    const N: usize = 200;
+    for i in 0..N / 2 {
+        alice.send_to("bob", &format!("d{i}"), json!(i));
+    }
+    let gw1 = &mut stack.gateways[1];
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(gw1.child.id() as i32, libc::SIGTERM);
+    }
+    for i in N / 2..N {
+        alice.send_to("bob", &format!("d{i}"), json!(i));
+    }
+    // Bob is asked to reconnect: close 1012 with a delay hint.
+    let close = loop {
+        match bob.ws.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.expect("close frame"),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1012);
+    assert!(
+        close.reason.starts_with("reconnect_after_ms="),
+        "{}",
+        close.reason
+    );
+    let st = gw1.signal_and_wait(0, Duration::from_secs(7));
+    assert!(st.success(), "{st:?}");
+
+    // Every send got exactly one ack.
+    let mut acks = HashMap::new();
+    while acks.len() < N {
+        let a = alice.recv_type("ack");
+        let id = a["id"].as_str().unwrap().to_string();
+        assert!(
+            acks.insert(id, a["status"].to_string()).is_none(),
+            "duplicate ack"
+        );
+    }
+    assert!(alice.try_recv(Duration::from_millis(300)).is_none());
+    // The drained sessions were deregistered: bob is offline now, not after the TTL.
+    alice.send_to("bob", "after", json!(1));
+    assert_eq!(alice.recv_type("ack")["status"], "offline");
+}
+
+#[test]
+fn router_drain_on_sigterm_acks_everything() {
+    let mut stack = Stack::start(2, 60);
+    let mut alice = Client::connect(stack.gw_ports[0], "alice");
+    let mut bob = Client::connect(stack.gw_ports[1], "bob");
+    const N: usize = 300;
+    for i in 0..N {
+        alice.send_to("bob", &format!("x{i}"), json!(i));
+        if i == N / 2 {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(stack.router.child.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+    let mut statuses: HashMap<String, usize> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        let a = alice.recv_type("ack");
+        assert!(
+            seen.insert(a["id"].as_str().unwrap().to_string()),
+            "duplicate ack"
+        );
+        *statuses
+            .entry(a["status"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+    let delivered = statuses.get("delivered").copied().unwrap_or(0);
+    // What was acked delivered really arrived, in order.
+    let mut last = -1i64;
+    for _ in 0..delivered {
+        let m = bob.recv_type("message");
+        let n = m["body"].as_i64().unwrap();
+        assert!(n > last, "out of order");
+        last = n;
+    }
+    assert!(delivered >= N / 2, "{statuses:?}");
+    let st = stack.router.signal_and_wait(0, Duration::from_secs(7));
+    assert!(st.success(), "{st:?}");
+}

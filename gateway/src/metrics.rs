@@ -1,0 +1,240 @@
+//! The gateway's metrics: one [`ShardMetrics`] per shard (bumped only by that shard), summed
+//! when the admin port renders them.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use ops::metrics::{header, histogram, sample, Counter, Gauge, Histogram};
+use runtime::rt::Backend;
+use wire::frame::AckStatus;
+
+/// Why a client connection was dropped by the gateway.
+#[derive(Debug, Clone, Copy)]
+pub enum Drop {
+    /// Its send queue passed `--client-queue`.
+    SlowConsumer = 0,
+    /// Silent past `--idle-timeout`.
+    Idle = 1,
+    /// Refused at the limit of `--max-connections`.
+    Capacity = 2,
+}
+
+const DROPS: [&str; 3] = ["slow_consumer", "idle", "capacity"];
+const ACKS: [&str; 3] = ["delivered", "offline", "failed"];
+
+/// Counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    pub connections: Gauge,
+    pub connects: Counter,
+    pub auth_failures: Counter,
+    pub register_failures: Counter,
+    pub messages_in: Counter,
+    pub deliveries_out: Counter,
+    pub client_errors: Counter,
+    pub rate_limited: Counter,
+    acks: [Counter; 3],
+    drops: [Counter; 3],
+    pub router_links_up: Gauge,
+    pub pending_sends: Gauge,
+    pub registry_register: Histogram,
+}
+
+impl ShardMetrics {
+    pub fn ack(&self, s: AckStatus) {
+        self.acks[s as usize].inc();
+    }
+    pub fn drop(&self, d: Drop) {
+        self.drops[d as usize].inc();
+    }
+}
+
+/// All shards' metrics plus process-wide state.
+#[derive(Debug)]
+pub struct Metrics {
+    pub shards: Vec<ShardMetrics>,
+    backend: AtomicU8,
+}
+
+impl Metrics {
+    pub fn new(shards: usize) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            backend: AtomicU8::new(0),
+        })
+    }
+
+    pub fn set_backend(&self, b: Backend) {
+        self.backend.store(b as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text for every metric.
+    pub fn render(&self, out: &mut String) {
+        let per_shard = |out: &mut String,
+                         name: &str,
+                         kind: &str,
+                         help: &str,
+                         f: &dyn Fn(&ShardMetrics) -> i64| {
+            header(out, name, kind, help);
+            for (i, s) in self.shards.iter().enumerate() {
+                sample(out, name, &format!("shard=\"{i}\""), f(s));
+            }
+        };
+        per_shard(
+            out,
+            "connect_gateway_connections",
+            "gauge",
+            "Open client connections.",
+            &|s| s.connections.get(),
+        );
+        per_shard(
+            out,
+            "connect_gateway_connects_total",
+            "counter",
+            "Client sessions established.",
+            &|s| s.connects.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_gateway_messages_in_total",
+            "counter",
+            "Client sends accepted for routing.",
+            &|s| s.messages_in.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_gateway_deliveries_out_total",
+            "counter",
+            "Messages written to client sessions.",
+            &|s| s.deliveries_out.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_gateway_router_links_up",
+            "gauge",
+            "Router links connected.",
+            &|s| s.router_links_up.get(),
+        );
+        per_shard(
+            out,
+            "connect_gateway_pending_sends",
+            "gauge",
+            "Sends waiting for their outcome.",
+            &|s| s.pending_sends.get(),
+        );
+        let total = |f: &dyn Fn(&ShardMetrics) -> u64| self.shards.iter().map(f).sum::<u64>();
+        header(
+            out,
+            "connect_gateway_acks_total",
+            "counter",
+            "Acks sent to clients, by status.",
+        );
+        for (i, st) in ACKS.iter().enumerate() {
+            sample(
+                out,
+                "connect_gateway_acks_total",
+                &format!("status=\"{st}\""),
+                total(&|s| s.acks[i].get()),
+            );
+        }
+        header(
+            out,
+            "connect_gateway_drops_total",
+            "counter",
+            "Connections dropped by the gateway, by reason.",
+        );
+        for (i, r) in DROPS.iter().enumerate() {
+            sample(
+                out,
+                "connect_gateway_drops_total",
+                &format!("reason=\"{r}\""),
+                total(&|s| s.drops[i].get()),
+            );
+        }
+        header(
+            out,
+            "connect_gateway_rejects_total",
+            "counter",
+            "Upgrades refused, by reason.",
+        );
+        sample(
+            out,
+            "connect_gateway_rejects_total",
+            "reason=\"auth\"",
+            total(&|s| s.auth_failures.get()),
+        );
+        sample(
+            out,
+            "connect_gateway_rejects_total",
+            "reason=\"registry\"",
+            total(&|s| s.register_failures.get()),
+        );
+        header(
+            out,
+            "connect_gateway_client_errors_total",
+            "counter",
+            "Error replies sent for bad client input.",
+        );
+        sample(
+            out,
+            "connect_gateway_client_errors_total",
+            "",
+            total(&|s| s.client_errors.get()),
+        );
+        header(
+            out,
+            "connect_gateway_rate_limited_total",
+            "counter",
+            "Sends refused by the per-connection rate limit.",
+        );
+        sample(
+            out,
+            "connect_gateway_rate_limited_total",
+            "",
+            total(&|s| s.rate_limited.get()),
+        );
+        header(
+            out,
+            "connect_registry_seconds",
+            "histogram",
+            "Session registration latency.",
+        );
+        histogram(
+            out,
+            "connect_registry_seconds",
+            "op=\"register\"",
+            self.shards.iter().map(|s| &s.registry_register),
+        );
+        header(
+            out,
+            "connect_io_backend",
+            "gauge",
+            "The event loop in use (1 for the active one).",
+        );
+        let b = self.backend.load(Ordering::Relaxed);
+        sample(
+            out,
+            "connect_io_backend",
+            "backend=\"io_uring\"",
+            i64::from(b == Backend::Uring as u8 + 1),
+        );
+        sample(
+            out,
+            "connect_io_backend",
+            "backend=\"epoll\"",
+            i64::from(b == Backend::Epoll as u8 + 1),
+        );
+        header(
+            out,
+            "connect_draining",
+            "gauge",
+            "1 while the process drains after SIGTERM.",
+        );
+        sample(
+            out,
+            "connect_draining",
+            "",
+            i64::from(ops::drain::draining()),
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The router's metrics: one [`ShardMetrics`] per shard, summed by the admin port.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use ops::metrics::{header, histogram, sample, Counter, Gauge, Histogram};
+use runtime::rt::Backend;
+use wire::frame::AckStatus;
+
+const ACKS: [&str; 3] = ["delivered", "offline", "failed"];
+
+/// Counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    pub gateway_links: Gauge,
+    pub peer_links_up: Gauge,
+    pub sends: Counter,
+    pub deliveries: Counter,
+    pub forwards_pending: Gauge,
+    pub lookup_errors: Counter,
+    acks: [Counter; 3],
+    pub lookup: Histogram,
+}
+
+impl ShardMetrics {
+    pub fn ack(&self, s: AckStatus) {
+        self.acks[s as usize].inc();
+    }
+}
+
+/// All shards' metrics plus process-wide state.
+#[derive(Debug)]
+pub struct Metrics {
+    pub shards: Vec<ShardMetrics>,
+    backend: AtomicU8,
+}
+
+impl Metrics {
+    pub fn new(shards: usize) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            backend: AtomicU8::new(0),
+        })
+    }
+
+    pub fn set_backend(&self, b: Backend) {
+        self.backend.store(b as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text for every metric.
+    pub fn render(&self, out: &mut String) {
+        type Get = dyn Fn(&ShardMetrics) -> i64;
+        let per_shard = |out: &mut String, name: &str, kind: &str, help: &str, f: &Get| {
+            header(out, name, kind, help);
+            for (i, s) in self.shards.iter().enumerate() {
+                sample(out, name, &format!("shard=\"{i}\""), f(s));
+            }
+        };
+        per_shard(
+            out,
+            "connect_router_gateway_links",
+            "gauge",
+            "Links from gateways.",
+            &|s| s.gateway_links.get(),
+        );
+        per_shard(
+            out,
+            "connect_router_peer_links_up",
+            "gauge",
+            "Links to gateway shards.",
+            &|s| s.peer_links_up.get(),
+        );
+        per_shard(
+            out,
+            "connect_router_sends_total",
+            "counter",
+            "Sends received.",
+            &|s| s.sends.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_router_deliveries_total",
+            "counter",
+            "Deliver frames sent.",
+            &|s| s.deliveries.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_router_forwards_pending",
+            "gauge",
+            "Deliveries awaiting results.",
+            &|s| s.forwards_pending.get(),
+        );
+        let total = |f: &dyn Fn(&ShardMetrics) -> u64| self.shards.iter().map(f).sum::<u64>();
+        header(
+            out,
+            "connect_router_acks_total",
+            "counter",
+            "Acks sent, by status.",
+        );
+        for (i, st) in ACKS.iter().enumerate() {
+            sample(
+                out,
+                "connect_router_acks_total",
+                &format!("status=\"{st}\""),
+                total(&|s| s.acks[i].get()),
+            );
+        }
+        header(
+            out,
+            "connect_router_lookup_errors_total",
+            "counter",
+            "Registry lookups that failed.",
+        );
+        sample(
+            out,
+            "connect_router_lookup_errors_total",
+            "",
+            total(&|s| s.lookup_errors.get()),
+        );
+        header(
+            out,
+            "connect_registry_seconds",
+            "histogram",
+            "Registry lookup latency (queued to answered).",
+        );
+        histogram(
+            out,
+            "connect_registry_seconds",
+            "op=\"lookup\"",
+            self.shards.iter().map(|s| &s.lookup),
+        );
+        header(
+            out,
+            "connect_io_backend",
+            "gauge",
+            "The event loop in use (1 for the active one).",
+        );
+        let b = self.backend.load(Ordering::Relaxed);
+        sample(
+            out,
+            "connect_io_backend",
+            "backend=\"io_uring\"",
+            i64::from(b == Backend::Uring as u8 + 1),
+        );
+        sample(
+            out,
+            "connect_io_backend",
+            "backend=\"epoll\"",
+            i64::from(b == Backend::Epoll as u8 + 1),
+        );
+        header(
+            out,
+            "connect_draining",
+            "gauge",
+            "1 while the process drains after SIGTERM.",
+        );
+        sample(
+            out,
+            "connect_draining",
+            "",
+            i64::from(ops::drain::draining()),
+        );
+    }
+}
