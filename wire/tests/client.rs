@@ -318,3 +318,29 @@ fn unpaired_surrogate_escapes_refused() {
     let text = r#"{"type":"send","id":"\udfff","to":"bob","body":1}"#;
     assert_eq!(err(text), (None, ErrorCode::BadRequest));
 }
+
+#[test]
+fn numbers_outside_f64_refused() {
+    // Valid JSON, but strict parsers refuse it and JavaScript reads Infinity: never forward.
+    for body in ["1e400", r#"{"a":[-1e999]}"#, "[1, 2e308]"] {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        assert_eq!(
+            err(&text),
+            (Some(r#""c""#.into()), ErrorCode::BadJson),
+            "{body}"
+        );
+    }
+    // Found by fuzzing: an id out of range is not echoed.
+    let text = r#"{"type":"e","id":10000000000088639205e514347008}"#;
+    assert_eq!(err(text).0, None);
+    for body in [
+        r#""1e400 inside a string""#,
+        "1.7e308",
+        "-0.5e-400",
+        r#"{"n":123456789012345678901234567890}"#,
+    ] {
+        let text = format!(r#"{{"type":"send","id":7,"to":"bob","body":{body}}}"#);
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        let _: Value = serde_json::from_str(got.get()).unwrap();
+    }
+}

@@ -63,9 +63,9 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
         ClientError::new(None, code, e.to_string())
     })?;
 
-    let id = env
-        .id
-        .filter(|raw| valid_id(raw) && unicode_escapes_valid(raw.get()));
+    let id = env.id.filter(|raw| {
+        valid_id(raw) && unicode_escapes_valid(raw.get()) && numbers_finite(raw.get())
+    });
 
     let Some(ty) = env.ty else {
         return Err(ClientError::new(
@@ -150,6 +150,13 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
             "field `body` contains an unpaired UTF-16 surrogate escape",
         ));
     }
+    if !numbers_finite(body.get()) {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadJson,
+            "field `body` contains a number outside the double-precision range",
+        ));
+    }
     if body.get().len() > max_body {
         return Err(ClientError::new(
             Some(id),
@@ -203,6 +210,39 @@ fn unicode_escapes_valid(raw: &str) -> bool {
             }
             0xDC00..=0xDFFF => return false,
             _ => {}
+        }
+    }
+    true
+}
+
+/// Whether every number in already-validated JSON text is within the f64 range. JSON allows
+/// `1e400`; strict parsers on the receiving side (serde_json's `Value`) refuse it, and
+/// JavaScript turns it into `Infinity`, so such a message would not arrive as sent.
+fn numbers_finite(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if c == b'"' {
+            in_string = true;
+            i += 1;
+        } else if c == b'-' || c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            if !raw[start..i].parse::<f64>().is_ok_and(f64::is_finite) {
+                return false;
+            }
+        } else {
+            i += 1;
         }
     }
     true
