@@ -22,3 +22,5 @@ echo "== cargo build --bins"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads "${CONNECT_TEST_THREADS:-4}"
+echo "== browser test: the demo page in headless Chromium"
+scripts/browser-test.sh
