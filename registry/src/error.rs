@@ -4,12 +4,13 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Source: configuration. The registry URL is malformed or names an unknown scheme (known:
-    /// `memory://`, `redis://`). Not retryable: fix the configuration.
+    /// `memory://`, `redis://`, `rediss://`, `redis-cluster://`, `rediss-cluster://`), or its
+    /// TLS CA file is unreadable. Not retryable: fix the configuration.
     #[error("invalid registry URL: {0}")]
     InvalidUrl(String),
 
-    /// Source: configuration. A recognised form not supported yet (`rediss://` TLS,
-    /// `redis-cluster://`). Not retryable.
+    /// Source: configuration. A recognised form not supported yet (unix sockets). Not
+    /// retryable.
     #[error("unsupported registry URL: {0}")]
     Unsupported(String),
 

@@ -4,7 +4,9 @@
 //! all their sessions in pipelined batches well before the TTL runs out, and
 //! [`Registry::unregister`] on close; routers [`Registry::lookup`] a user's live sessions for
 //! every message. Two backends with the same semantics: `memory://` (the process-global
-//! embedded store, for a single machine) and `redis://` (shared by every machine).
+//! embedded store, for a single machine) and Redis (shared by every machine): one node
+//! (`redis://`, `rediss://` with TLS) or a Redis Cluster such as ElastiCache in cluster mode
+//! (`redis-cluster://`, `rediss-cluster://`).
 //!
 //! Every operation queues its Redis commands when it is *called* and returns a `'static`
 //! future ([`RegistryFuture`]), so a router can issue lookups for many messages and await them
@@ -59,9 +61,11 @@ pub use redis::RedisRegistry;
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct RegistryOptions {
-    /// Template for the Redis client of a `redis://` registry: everything except the address,
-    /// database and credentials, which come from the URL. Defaults: [`resp_client::Config`]'s
-    /// (1 s command timeout, 16384 requests in flight, reconnect backoff 50 ms to 2 s).
+    /// Template for the Redis client of a Redis registry: everything except the address(es),
+    /// database, credentials, cluster mode and TLS, which come from the URL (TLS settings the
+    /// URL leaves out, e.g. the CA file, may come from here). Defaults:
+    /// [`resp_client::Config`]'s (1 s command timeout, 16384 requests in flight, reconnect
+    /// backoff 50 ms to 2 s).
     pub redis: resp_client::Config,
 }
 
@@ -76,12 +80,16 @@ pub enum Registry {
 
 impl Registry {
     /// `memory://` -> the process-global embedded registry (one store per process, shared by
-    /// all threads and executors); `redis://[user:pass@]host:port[/db]` -> a [`RedisRegistry`]
-    /// with its own client, connecting in the background. Call on the glommio executor that
-    /// will use it (one per shard).
+    /// all threads and executors). Redis URLs -> a [`RedisRegistry`] with its own client,
+    /// connecting in the background:
+    /// - `redis://[user:pass@]host:port[/db]`, `rediss://...[?ca=/path/ca.pem&sni=name]` (TLS);
+    /// - `redis-cluster://[user:pass@]h1:p1,h2:p2`, `rediss-cluster://...` (Redis Cluster,
+    ///   seeded by the listed nodes; ElastiCache's configuration endpoint is one seed).
+    ///
+    /// Call on the glommio executor that will use it (one per shard).
     ///
     /// # Panics
-    /// For `redis://`, outside a glommio executor.
+    /// For Redis URLs, outside a glommio executor.
     pub fn connect(url: &str, opts: RegistryOptions) -> Result<Registry, Error> {
         if url == "memory://" {
             return Ok(Registry::Memory(MemoryRegistry::global()));

@@ -1,5 +1,9 @@
-//! The Redis registry (`redis://`): the schema's command batches sent over one shard-local
-//! [`resp_client::Client`].
+//! The Redis registry (`redis://`, `rediss://`, `redis-cluster://`, `rediss-cluster://`): the
+//! schema's command batches sent over one shard-local [`resp_client::Client`].
+//!
+//! In cluster mode the client routes each command by its key's slot. Every key of a user
+//! shares the `{<user>}` hash tag, so a per-user pipeline (`register`) stays on one node; a
+//! multi-user `refresh` batch is split per node by the client and its replies reassembled.
 
 use std::time::Duration;
 
@@ -16,8 +20,8 @@ pub struct RedisRegistry {
 }
 
 impl RedisRegistry {
-    /// Parses `redis://[user:pass@]host:port[/db]` and starts the client (connecting in the
-    /// background). Call on the executor that will use it.
+    /// Parses the URL (see [`crate::Registry::connect`]) and starts the client (connecting in
+    /// the background). Call on the executor that will use it.
     ///
     /// # Panics
     /// Outside a glommio executor.
@@ -31,6 +35,23 @@ impl RedisRegistry {
         config.db = parsed.db;
         config.username = parsed.username;
         config.password = parsed.password;
+        config.cluster = parsed.cluster;
+        config.seeds = parsed.seeds;
+        // TLS from the URL; a template's TLS settings fill in what the URL leaves out.
+        config.tls = match (parsed.tls, opts.redis.tls.clone()) {
+            (None, _) => None,
+            (Some(url), None) => Some(url),
+            (Some(url), Some(template)) => {
+                let mut tls = template;
+                if url.ca_file.is_some() {
+                    tls.ca_file = url.ca_file;
+                }
+                if url.server_name.is_some() {
+                    tls.server_name = url.server_name;
+                }
+                Some(tls)
+            }
+        };
         config
             .validate()
             .map_err(|e| Error::InvalidUrl(e.to_string()))?;

@@ -1,11 +1,13 @@
-//! One conformance suite, run against the memory backend and a real redis-server.
+//! One conformance suite, run against the memory backend and real Redis targets: one plain
+//! redis-server, one over TLS with a password, and a 6-node Redis Cluster.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry::{Error, MemoryRegistry, Registry, RegistryOptions, SessionEntry};
 use resp_client::Config;
-use testkit::{redis_cmd, RedisServer};
+use testkit::{redis_cmd, redis_cmd_auth, RedisCluster, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 const LONG: Duration = Duration::from_secs(60);
@@ -18,7 +20,9 @@ struct Ctx {
 
 enum Backend {
     Memory(MemoryRegistry),
-    Redis(String),
+    /// A node's plain address and password.
+    Redis(String, Option<String>),
+    Cluster(Arc<RedisCluster>),
 }
 
 impl Ctx {
@@ -26,8 +30,18 @@ impl Ctx {
     fn key_ttl_ms(&self, user: &str) -> Option<i64> {
         match &self.backend {
             Backend::Memory(m) => m.store().key_ttl_ms(user, registry::schema::now_ms()),
-            Backend::Redis(addr) => {
-                let reply = redis_cmd(addr, &["PTTL", &registry::schema::key(user)]);
+            Backend::Redis(..) | Backend::Cluster(_) => {
+                let key = registry::schema::key(user);
+                let reply = match &self.backend {
+                    Backend::Redis(addr, pw) => {
+                        redis_cmd_auth(addr, pw.as_deref(), &["PTTL", &key])
+                    }
+                    Backend::Cluster(c) => {
+                        let owner = c.master_of_slot(resp_client::slot::key_slot(key.as_bytes()));
+                        redis_cmd(&owner, &["PTTL", &key])
+                    }
+                    Backend::Memory(_) => unreachable!(),
+                };
                 let ms: i64 = reply
                     .trim_start_matches(':')
                     .trim_end()
@@ -66,11 +80,50 @@ fn on_redis<Fut: Future<Output = ()> + 'static>(suite: fn(Ctx) -> Fut) {
         reg.wait_ready(WAIT).await.expect("redis ready");
         suite(Ctx {
             reg,
-            backend: Backend::Redis(addr),
+            backend: Backend::Redis(addr, None),
         })
         .await
     });
     drop(redis);
+}
+
+fn on_tls<Fut: Future<Output = ()> + 'static>(suite: fn(Ctx) -> Fut) {
+    let redis = RedisServer::start_tls(Some("conformance-pw"));
+    let (url, addr) = (redis.tls_url().expect("TLS URL"), redis.addr());
+    on_glommio(move || async move {
+        let reg = Registry::connect(&url, RegistryOptions::default()).expect("connect");
+        reg.wait_ready(WAIT).await.expect("redis ready over TLS");
+        suite(Ctx {
+            reg,
+            backend: Backend::Redis(addr, Some("conformance-pw".into())),
+        })
+        .await
+    });
+    drop(redis);
+}
+
+/// One suite case, boxed so that the cluster target can run them all in a row.
+type Case = fn(Ctx) -> std::pin::Pin<Box<dyn Future<Output = ()>>>;
+
+/// The whole suite on one cluster (forming one takes seconds), a fresh registry per case.
+fn on_cluster(suites: Vec<(&'static str, Case)>) {
+    let cluster = Arc::new(RedisCluster::start());
+    let c = cluster.clone();
+    on_glommio(move || async move {
+        for (name, suite) in suites {
+            let reg =
+                Registry::connect(&c.seed_url(), RegistryOptions::default()).expect("connect");
+            reg.wait_ready(WAIT).await.expect("cluster ready");
+            eprintln!("cluster: {name}");
+            suite(Ctx {
+                reg,
+                backend: Backend::Cluster(c.clone()),
+            })
+            .await;
+            c.flushall();
+        }
+    });
+    drop(cluster);
 }
 
 macro_rules! conformance {
@@ -80,6 +133,16 @@ macro_rules! conformance {
         }
         mod redis {
             $( #[test] fn $name() { super::on_redis(super::$name) } )*
+        }
+        mod tls {
+            $( #[test] fn $name() { super::on_tls(super::$name) } )*
+        }
+        #[test]
+        fn cluster_conformance() {
+            let suites: Vec<(&'static str, Case)> = vec![
+                $( (stringify!($name), |ctx| Box::pin($name(ctx))) ),*
+            ];
+            on_cluster(suites);
         }
     };
 }
@@ -326,15 +389,25 @@ fn bad_urls_are_clear_errors() {
             "{url}"
         );
     }
-    for url in ["rediss://h:1", "redis-cluster://h:1"] {
+    for url in [
+        "rediss://h:1?bogus=1",
+        "redis://h:1?ca=/x.pem",
+        "rediss://h:1?ca=/nonexistent/ca.pem",
+        "redis-cluster://h:1/2",
+        "redis://a:1,b:2",
+    ] {
         assert!(
             matches!(
                 Registry::connect(url, RegistryOptions::default()),
-                Err(Error::Unsupported(_))
+                Err(Error::InvalidUrl(_))
             ),
             "{url}"
         );
     }
+    assert!(matches!(
+        Registry::connect("unix:///tmp/redis.sock", RegistryOptions::default()),
+        Err(Error::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -408,4 +481,37 @@ fn corrupt_members_are_skipped() {
             matches!(reg.lookup("nina").await, Err(Error::Command(m)) if m.starts_with("WRONGTYPE"))
         );
     });
+}
+
+/// A refresh batch of many users lands on every master (split per node by the client) and
+/// each user's key lives on its slot's master.
+#[test]
+fn cluster_refresh_batch_spans_nodes() {
+    let cluster = Arc::new(RedisCluster::start());
+    let c = cluster.clone();
+    on_glommio(move || async move {
+        let reg = Registry::connect(&c.seed_url(), RegistryOptions::default()).unwrap();
+        reg.wait_ready(WAIT).await.unwrap();
+        let entries: Vec<SessionEntry> = (0..200)
+            .map(|i| entry(&format!("user{i}"), i, "gw-1", (i % 4) as u16))
+            .collect();
+        reg.refresh(&entries, LONG).await.unwrap();
+        let lookups: Vec<_> = entries.iter().map(|e| reg.lookup(&e.user)).collect();
+        for (e, l) in entries.iter().zip(lookups) {
+            assert_eq!(l.await.unwrap(), vec![e.clone()]);
+        }
+        let mut per_master = std::collections::HashMap::new();
+        for e in &entries {
+            let key = registry::schema::key(&e.user);
+            let owner = c.master_of_slot(resp_client::slot::key_slot(key.as_bytes()));
+            let reply = redis_cmd(&owner, &["ZCARD", &key]);
+            assert_eq!(reply, ":1\r\n", "{key} on {owner}");
+            *per_master.entry(owner).or_insert(0) += 1;
+        }
+        assert_eq!(per_master.len(), 3, "users spread over every master");
+        let stats = reg.redis_stats().unwrap();
+        assert!(stats.connected && stats.nodes == 3, "{stats:?}");
+        assert_eq!(stats.redirects, 0);
+    });
+    drop(cluster);
 }
