@@ -21,7 +21,7 @@ use crate::codec::encode_command;
 use crate::conn::{self, Shared};
 use crate::{Config, Error, Reply};
 
-/// A pipelined Redis client owned by one glommio executor (shard): one connection to one
+/// A pipelined Redis client owned by one shard executor: one connection to one
 /// Redis, or (with [`Config::cluster`]) one connection per Redis Cluster master.
 ///
 /// Cloning is cheap (an `Rc`); all clones share the connections, write buffers and reply
@@ -96,7 +96,7 @@ impl Client {
     /// connection.
     ///
     /// # Panics
-    /// When called outside a glommio executor (it spawns the connection tasks there).
+    /// When called outside a shard executor (glommio, or tokio in a `LocalSet`) (it spawns the connection tasks there).
     pub fn new(config: Config) -> Client {
         let inner = if config.cluster {
             Inner::Cluster(ClusterClient::new(config))
@@ -198,10 +198,10 @@ impl NodeClient {
     /// made while disconnected fail at once. [`Client::wait_connected`] waits for a connection.
     ///
     /// # Panics
-    /// When called outside a glommio executor (it spawns the connection task there).
+    /// When called outside a shard executor (glommio, or tokio in a `LocalSet`) (it spawns the connection task there).
     pub fn new(config: Config) -> NodeClient {
         let shared = Rc::new(Shared::new(config));
-        glommio::spawn_local(conn::run(shared.clone())).detach();
+        runtime::rt::spawn(conn::run(shared.clone())).detach();
         NodeClient {
             handle: Rc::new(Handle { shared }),
         }
@@ -273,7 +273,7 @@ impl NodeClient {
             Ok(())
         };
         let late = async {
-            glommio::timer::sleep(timeout).await;
+            runtime::rt::sleep(timeout).await;
             Err(Error::Disconnected)
         };
         futures_lite::future::or(up, late).await

@@ -170,7 +170,7 @@ impl ClusterClient {
             config,
             arena: RefCell::new(BytesMut::new()),
         });
-        glommio::spawn_local(refresh_task(shared.clone())).detach();
+        runtime::rt::spawn(refresh_task(shared.clone())).detach();
         ClusterClient {
             handle: Rc::new(Handle { shared }),
         }
@@ -227,7 +227,7 @@ impl ClusterClient {
             if now >= deadline {
                 return Err(Error::Disconnected);
             }
-            glommio::timer::sleep((deadline - now).min(Duration::from_millis(5))).await;
+            runtime::rt::sleep((deadline - now).min(Duration::from_millis(5))).await;
         }
     }
 
@@ -712,7 +712,7 @@ async fn retry(
                 }
                 let wait = (FIRST_RETRY_WAIT * 2u32.pow(waits.min(4))).min(MAX_RETRY_WAIT);
                 waits += 1;
-                glommio::timer::sleep(wait.min(deadline - now)).await;
+                runtime::rt::sleep(wait.min(deadline - now)).await;
                 let route = match cluster.upgrade() {
                     Some(shared) => shared.state.borrow().route(slot),
                     None => return Err(Error::Closed),
@@ -831,12 +831,12 @@ async fn refresh_task(shared: Rc<Shared>) {
         let wanted = async {
             poll_fn(|cx| shared.poll_refresh_wanted(cx)).await;
         };
-        or(wanted, glommio::timer::sleep(cfg.topology_refresh)).await;
+        or(wanted, runtime::rt::sleep(cfg.topology_refresh)).await;
         if let Some(t) = last {
             let next = t + MIN_REFRESH_GAP;
             let now = Instant::now();
             if next > now {
-                glommio::timer::sleep(next - now).await;
+                runtime::rt::sleep(next - now).await;
             }
         }
         if shared.state.borrow().shutdown {
@@ -877,7 +877,7 @@ async fn refresh_task(shared: Rc<Shared>) {
                 }
                 failing = true;
                 let delay = backoff.next_delay();
-                or(glommio::timer::sleep(delay), async {
+                or(runtime::rt::sleep(delay), async {
                     poll_fn(|cx| {
                         let mut st = shared.state.borrow_mut();
                         if st.shutdown {

@@ -1,4 +1,4 @@
-//! The glommio glue: the state shared by a [`crate::Client`]'s clones and the one background
+//! The runtime glue: the state shared by a [`crate::Client`]'s clones and the one background
 //! task that connects, writes, reads, times out and reconnects.
 //!
 //! The task runs one connection at a time as three loops raced in the same task: the writer
@@ -229,7 +229,7 @@ pub(crate) async fn run(shared: Rc<Shared>) {
         tracing::debug!(addr = %cfg.addr, ?delay, %cause, "reconnecting to Redis after backoff");
         let stop = or(
             async {
-                glommio::timer::sleep(delay).await;
+                runtime::rt::sleep(delay).await;
                 false
             },
             async {
@@ -380,7 +380,7 @@ async fn watchdog(shared: &Shared) -> Error {
                 if deadline <= now {
                     return Error::Timeout;
                 }
-                glommio::timer::sleep(deadline - now).await;
+                runtime::rt::sleep(deadline - now).await;
             }
         }
     }

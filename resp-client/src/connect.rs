@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_lite::future::or;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use runtime::net::TcpConn as TcpStream;
 
 use crate::codec::{encode_command, Decoder};
 use crate::tls::{self, Stream, TlsStream};
@@ -22,13 +22,11 @@ pub(crate) async fn connect(cfg: &Config) -> Result<Stream, String> {
         None => None,
     };
     let addr = resolve(&cfg.addr)?;
-    let tcp = TcpStream::connect_timeout(addr, timeout)
+    let tcp = TcpStream::connect(addr, timeout)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
     let late = async {
-        glommio::timer::sleep(timeout).await;
+        runtime::rt::sleep(timeout).await;
         Err(format!("handshake took over {timeout:?}"))
     };
     let setup = async {

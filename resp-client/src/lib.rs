@@ -1,8 +1,9 @@
-//! Connect's pipelined Redis client for glommio: one connection per shard, many requests in
+//! Connect's pipelined Redis client for our shard executors (glommio or tokio, via the `runtime`
+//! seam): one connection per shard, many requests in
 //! flight, replies matched in order.
 //!
 //! The protocol half is sans-I/O ([`codec`], [`pipeline`]: no socket, no clock,
-//! tested byte by byte); [`Client`] is the thin glommio glue around it.
+//! tested byte by byte); [`Client`] is the thin runtime glue around it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), resp_client::Error> {

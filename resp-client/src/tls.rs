@@ -1,5 +1,5 @@
-//! TLS over glommio: glommio has no TLS, so [`TlsStream`] drives rustls' sans-I/O
-//! `ClientConnection` (`read_tls` / `process_new_packets` / `write_tls`) over a glommio
+//! TLS over our TCP streams: neither backend brings TLS, so [`TlsStream`] drives rustls' sans-I/O
+//! `ClientConnection` (`read_tls` / `process_new_packets` / `write_tls`) over a
 //! `TcpStream` itself. [`Stream`] is what the connection code reads and writes: plain TCP or
 //! TLS.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use runtime::net::TcpConn as TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -114,7 +114,7 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// A rustls client connection over a glommio `TcpStream`.
+/// A rustls client connection over a TCP stream of either backend.
 pub(crate) struct TlsStream {
     tcp: TcpStream,
     conn: ClientConnection,
