@@ -3,7 +3,7 @@
 //! order of calls is the order on the wire and the order of replies, whichever order the
 //! returned futures are awaited in.
 //!
-//! A `Client` is either one node's connection ([`NodeClient`], this file) or a cluster
+//! A `Client` is either one node's connection (`NodeClient`, this file) or a cluster
 //! client (`crate::cluster`), which keeps one `NodeClient` per master and routes each command
 //! by its key's slot.
 

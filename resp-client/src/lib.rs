@@ -18,7 +18,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Cluster mode (`redis-cluster://h1:p1,h2:p2`, ElastiCache cluster mode) keeps one such
+//! pipelined connection per master and routes every command by its key's slot; TLS
+//! (`rediss://`, `rediss-cluster://`) runs rustls over the same sockets.
+//!
 //! # Layout
+//! Sans-I/O (no socket, no clock; unit-tested byte by byte):
 //! - [`codec`]: command encoding into a `BytesMut`, the [`Int`] argument formatter, and the
 //!   bounded reply [`Decoder`] (RESP2 via `redis-protocol`, after the `scan` module has
 //!   checked every announced length against the limits).
@@ -26,22 +31,40 @@
 //! - [`reply`]: [`Reply`], one decoded reply (RESP2 today, RESP3 variants reserved).
 //! - [`pipeline`]: [`Pipeline`], the FIFO of pending requests with deadlines and in-flight
 //!   bound; time comes in as an argument.
-//! - [`Backoff`] (from `runtime`): jittered exponential reconnect delays.
-//! - [`config`]: [`Config`] and its `redis://` URL parser.
-//! - [`client`]: [`Client`] (the cheap `Clone` handle whose `submit*` calls queue at call time),
-//!   [`ReplyFuture`], [`BatchFuture`], [`Batch`], [`Stats`].
-//! - `conn` (private): the state shared by a client's clones and the background task
-//!   (writer, reader, watchdog, reconnect with backoff).
-//! - `connect` (private): opening one connection (TCP connect, `AUTH`/`SELECT`).
+//! - [`slot`]: CRC16 key slots and `{hash tag}` rules.
+//! - [`route`]: which key routes a command (from its arguments or its encoded bytes).
+//! - [`redirect`]: `MOVED`/`ASK`/`TRYAGAIN`/`CLUSTERDOWN`... error replies.
+//! - [`topology`]: [`topology::Topology`], the slot map parsed from `CLUSTER SHARDS` or
+//!   `CLUSTER SLOTS` replies.
+//! - [`config`]: [`Config`], [`TlsConfig`] and the URL parser.
 //! - [`error`]: [`Error`], the crate's one error type.
+//! - [`Backoff`] (from `runtime`): jittered exponential reconnect delays.
+//!
+//! Runtime glue (tasks, timers and sockets through the `runtime` seam):
+//! - [`client`]: [`Client`] (the cheap `Clone` handle whose `submit*` calls queue at call time),
+//!   [`ReplyFuture`], [`BatchFuture`], [`Batch`], [`Stats`]; one node's client.
+//! - `cluster` (private): the cluster client: slot table, per-master node clients, redirect
+//!   and failover retries, batch split and reassembly, slot map reloads.
+//! - `conn` (private): the state shared by a node client's clones and the background task
+//!   (writer, reader, watchdog, reconnect with backoff).
+//! - `connect` (private): opening one connection (TCP connect, TLS, `AUTH`/`SELECT`).
+//! - `tls` (private): rustls' sans-I/O connection driven over the runtime's TCP stream.
 //!
 //! # Failure behaviour
 //! Requests made during the first connection attempt wait for it (at most
 //! [`Config::connect_timeout`]). After that, while disconnected, requests fail at once with
-//! [`Error::Disconnected`]; requests in flight when the connection dies get [`Error::ConnectionLost`]; a request without a reply after
-//! [`Config::command_timeout`] gets [`Error::Timeout`] and resets the connection; beyond
-//! [`Config::max_in_flight`] requests fail with [`Error::Overloaded`]. Nothing ever waits
-//! longer than the command timeout.
+//! [`Error::Disconnected`]; requests in flight when the connection dies get
+//! [`Error::ConnectionLost`]; a request without a reply after [`Config::command_timeout`] gets
+//! [`Error::Timeout`] and resets the connection; beyond [`Config::max_in_flight`] requests fail
+//! with [`Error::Overloaded`]. Nothing ever waits longer than the command timeout.
+//!
+//! In cluster mode a command is resent only when Redis certainly did not run it (`MOVED`,
+//! `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, or its node disconnected before sending):
+//! redirects are followed at once (at most [`Config::max_redirects`]), and a command whose
+//! master is unreachable waits for the slot map to show a new one, within another command
+//! timeout, before failing with [`Error::Disconnected`] or [`Error::ClusterUnavailable`]. A
+//! cluster command therefore completes within about twice the command timeout. Commands that
+//! may have run ([`Error::ConnectionLost`], [`Error::Timeout`]) are never resent.
 
 pub mod client;
 mod cluster;
