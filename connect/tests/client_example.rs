@@ -1,6 +1,7 @@
 //! The client example (connect/examples/client.rs) and the dev mode, against real processes:
-//! the example binary chats through `connect`; its reconnect logic survives a server restart;
-//! the dev endpoints exist only in `connect` with the embedded registry.
+//! the example binary chats through `connect`; its reconnect logic survives a server restart
+//! and follows a draining gateway's hint; the dev endpoints exist only in `connect` with the
+//! embedded registry.
 
 mod support;
 
@@ -200,6 +201,70 @@ fn example_client_reconnects_with_backoff_and_resends() {
         }
     }
     assert_eq!(texts.last().map(String::as_str), Some("again"), "{texts:?}");
+}
+
+#[test]
+fn example_client_follows_a_draining_gateway() {
+    let mut stack = Stack::start(2, 60);
+    let (g0, g1) = (stack.gw_ports[0], stack.gw_ports[1]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // No load balancer here: the client is given both gateways and tries them in turn.
+    let addrs = format!("127.0.0.1:{g0},127.0.0.1:{g1}");
+    let mut alice = example::Client::new(&addrs, "alice", Some(token("alice")));
+    alice.ensure_connected(deadline).unwrap();
+    assert_eq!(alice.welcome["gateway"], "gw0");
+    let mut bob = Client::connect(g1, "bob");
+    assert_eq!(
+        alice.send("bob", "before", deadline).unwrap().status,
+        "delivered"
+    );
+    assert_eq!(bob.recv_type("message")["body"]["text"], "before");
+
+    // Alice's gateway drains: sends are refused (`failed`, retried), then it closes her
+    // connection with 1012 and a delay hint; she waits that long and reconnects elsewhere.
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(stack.gateways[0].child.id() as i32, libc::SIGTERM);
+    }
+    let mut n = 0;
+    let ack = loop {
+        n += 1;
+        let ack = alice.send("bob", &format!("during {n}"), deadline).unwrap();
+        if alice.connects == 2 && ack.status == "delivered" {
+            break ack;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (code, reason) = alice.last_close.clone().expect("closed by the gateway");
+    assert_eq!(code, 1012);
+    assert!(reason.starts_with("reconnect_after_ms="), "{reason}");
+    assert_eq!(alice.welcome["gateway"], "gw1");
+    assert!(ack.attempts >= 1);
+    let last = format!("during {n}");
+    loop {
+        if bob.recv_type("message")["body"]["text"] == last.as_str() {
+            break;
+        }
+    }
+    let st = stack.gateways[0].signal_and_wait(0, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn reconnect_hints_are_read_from_1012_only() {
+    let hint = example::reconnect_hint;
+    assert_eq!(
+        hint(1012, "reconnect_after_ms=1500"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        hint(1012, "reconnect_after_ms=99999999"),
+        Some(Duration::from_secs(30)),
+        "capped"
+    );
+    assert_eq!(hint(1000, "reconnect_after_ms=1500"), None);
+    assert_eq!(hint(1012, "reconnect_after_ms=soon"), None);
+    assert_eq!(hint(1012, ""), None);
 }
 
 #[test]

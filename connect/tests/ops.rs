@@ -193,3 +193,48 @@ fn router_drain_on_sigterm_acks_everything() {
     let st = stack.router.signal_and_wait(0, Duration::from_secs(7));
     assert!(st.success(), "{st:?}");
 }
+
+/// Under a seccomp filter that denies io_uring (as on Fargate), `--io=uring` refuses to start
+/// with a clear error and `--io=auto` falls back to epoll and serves.
+#[test]
+fn io_uring_denied_falls_back_to_epoll() {
+    let out = std::process::Command::new(bin("no-uring"))
+        .arg(bin("router"))
+        .args(["--listen", "127.0.0.1:0", "--registry", "memory://", "--io", "uring"])
+        .args(["--admin-listen", "off"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io_uring is unavailable"), "{err}");
+
+    let port = testkit::free_port();
+    let conn = Proc::start_with_stderr(
+        "connect",
+        "no-uring",
+        &[
+            bin("connect").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--router-listen".into(),
+            "127.0.0.1:0".into(),
+            "--jwt-secret".into(),
+            SECRET.into(),
+        ],
+        "Ctrl-C stops",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !conn.stderr_log().contains("io=\"epoll\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epoll in the log: {}",
+            conn.stderr_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut alice = Client::connect(port, "alice");
+    let mut bob = Client::connect(port, "bob");
+    alice.send_to("bob", "e1", json!("over epoll"));
+    assert_eq!(bob.recv_type("message")["body"], "over epoll");
+    assert_eq!(alice.recv_type("ack")["status"], "delivered");
+}

@@ -32,18 +32,70 @@ pub struct Proc {
     pub name: String,
     /// The admin port, when the process printed one.
     pub admin: Option<std::net::SocketAddr>,
+    /// Everything it wrote to stderr, when started with [`Proc::start_with_stderr`].
+    stderr: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl Proc {
     /// Starts `bin` with `args` and waits until it prints a line containing `ready`.
     pub fn start(name: &str, binary: &str, args: &[String], ready: &str) -> Proc {
-        let mut child = Command::new(bin(binary))
+        Self::spawn(name, binary, args, ready, false)
+    }
+
+    /// Like [`Proc::start`], keeping stderr for [`Proc::stderr_log`].
+    pub fn start_with_stderr(name: &str, binary: &str, args: &[String], ready: &str) -> Proc {
+        Self::spawn(name, binary, args, ready, true)
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr_log(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|s| s.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    fn spawn(name: &str, binary: &str, args: &[String], ready: &str, keep_stderr: bool) -> Proc {
+        // CONNECT_E2E_IO picks the event loop for the whole suite: `epoll` forces the fallback,
+        // `seccomp` denies io_uring with a seccomp filter so that `--io=auto` must fall back.
+        let io = match binary {
+            "gateway" | "router" => std::env::var("CONNECT_E2E_IO").unwrap_or_default(),
+            _ => String::new(),
+        };
+        let mut cmd = match io.as_str() {
+            "seccomp" => {
+                let mut c = Command::new(bin("no-uring"));
+                c.arg(bin(binary));
+                c
+            }
+            _ => Command::new(bin(binary)),
+        };
+        if io == "epoll" {
+            cmd.args(["--io", "epoll"]);
+        }
+        let mut child = cmd
             .args(args)
-            .env("CONNECT_LOG", "warn")
+            .env("CONNECT_LOG", if keep_stderr { "info" } else { "warn" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if keep_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {binary}: {e}"));
+        let stderr = child.stderr.take().map(|e| {
+            let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(e).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -66,6 +118,7 @@ impl Proc {
             child,
             name: name.into(),
             admin,
+            stderr,
         }
     }
 
