@@ -1,6 +1,7 @@
 //! A small Connect client on blocking tungstenite, the way a mobile app talks to a gateway:
 //! connect with a token, send, wait for the ack, reconnect with backoff and jitter when the
-//! connection drops, re-send what has no outcome yet, and drop duplicate messages.
+//! connection drops (after the delay a draining gateway asks for, if it did), re-send what has
+//! no outcome yet, and drop duplicate messages.
 //! docs/clients.md walks through it; connect/tests/client_example.rs runs it against `connect`.
 //!
 //! With `cargo run -p connect` running (the embedded registry serves `/dev/token`):
@@ -118,9 +119,11 @@ enum Wait {
     Lost,
 }
 
-/// A client that keeps one connection as `user` to the gateway at `addr` (`host:port`).
+/// A client that keeps one connection as `user` to a gateway. Behind a load balancer there is
+/// one address; given several (`host:port,host:port`), each connect attempt takes the next.
 pub struct Client {
-    addr: String,
+    addrs: Vec<String>,
+    next_addr: usize,
     user: String,
     token: Option<String>,
     ws: Option<WebSocket<TcpStream>>,
@@ -134,23 +137,30 @@ pub struct Client {
     pub connects: u32,
     /// The last `welcome`.
     pub welcome: Value,
+    /// The close code and reason of the last connection the server closed.
+    pub last_close: Option<(u16, String)>,
+    /// A draining gateway's "reconnect after" hint, honoured before the next connect.
+    reconnect_hint: Option<Duration>,
 }
 
 /// How long one blocking read waits before the caller's deadline is checked again.
 const READ_SLICE: Duration = Duration::from_millis(100);
-/// A `failed` ack (outcome unknown) is retried this many times.
+/// A `failed` ack (outcome unknown) or a `rate_limited` error is retried this many times.
 const FAILED_RETRIES: u32 = 3;
+/// Longest reconnect hint obeyed (a bad hint must not park the client for long).
+const MAX_HINT: Duration = Duration::from_secs(30);
 
 impl Client {
     /// `token`: a JWT from your auth service; `None` asks the local dev endpoint
     /// `/dev/token` (only `connect` with the embedded registry serves it).
-    pub fn new(addr: &str, user: &str, token: Option<String>) -> Client {
+    pub fn new(addrs: &str, user: &str, token: Option<String>) -> Client {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         Client {
-            addr: addr.to_owned(),
+            addrs: addrs.split(',').map(|a| a.trim().to_owned()).collect(),
+            next_addr: 0,
             user: user.to_owned(),
             token,
             ws: None,
@@ -161,11 +171,20 @@ impl Client {
             nonce: seed & 0xffff_ffff,
             connects: 0,
             welcome: Value::Null,
+            last_close: None,
+            reconnect_hint: None,
         }
     }
 
     /// Connects if not connected, retrying with backoff until `deadline`.
     pub fn ensure_connected(&mut self, deadline: Instant) -> Result<(), String> {
+        if self.ws.is_none() {
+            // Closed by a draining gateway with `reconnect_after_ms=N`: wait that long first
+            // (the gateway spreads its clients' hints so they do not all return at once).
+            if let Some(hint) = self.reconnect_hint.take() {
+                std::thread::sleep(hint.min(deadline.saturating_duration_since(Instant::now())));
+            }
+        }
         while self.ws.is_none() {
             match self.try_connect() {
                 Ok(ws) => {
@@ -187,13 +206,14 @@ impl Client {
     }
 
     fn try_connect(&mut self) -> Result<WebSocket<TcpStream>, String> {
+        let addr = self.addrs[self.next_addr % self.addrs.len()].clone();
+        self.next_addr += 1;
         // A fresh token per connect: an old one may have expired while we were away.
         let token = match &self.token {
             Some(t) => t.clone(),
-            None => dev_token(&self.addr, &self.user)?,
+            None => dev_token(&addr, &self.user)?,
         };
-        let sock = self
-            .addr
+        let sock = addr
             .to_socket_addrs()
             .map_err(|e| e.to_string())?
             .next()
@@ -203,8 +223,9 @@ impl Client {
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
-        let url = format!("ws://{}/ws?token={token}", self.addr);
-        // 401: get a new token; 503 (registry down): retry later. Both end up in the backoff.
+        let url = format!("ws://{addr}/ws?token={token}");
+        // 401: get a new token; 503 (registry down, gateway full or draining): retry later.
+        // All end up in the backoff.
         let (mut ws, _) = tungstenite::client(url.as_str(), tcp).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => {
                 format!("HTTP {}", r.status())
@@ -227,7 +248,8 @@ impl Client {
 
     /// Sends `text` to `to` and waits for its ack. While the outcome is unknown (connection
     /// lost, or a `failed` ack) it reconnects and sends the same body again: the body's `cid`
-    /// lets the recipient drop the copy if the first one did arrive.
+    /// lets the recipient drop the copy if the first one did arrive. A `rate_limited` error is
+    /// retried after a pause too.
     pub fn send(&mut self, to: &str, text: &str, deadline: Instant) -> Result<Ack, String> {
         self.next_id += 1;
         // Unique per message across this client's runs: user, process nonce, counter.
@@ -253,7 +275,8 @@ impl Client {
             match self.wait_ack(&id, deadline)? {
                 Wait::Lost => self.ws = None,
                 Wait::Ack(mut ack) => {
-                    if ack.status == "failed" && failed < FAILED_RETRIES {
+                    let retry = ack.status == "failed" || ack.status == "error:rate_limited";
+                    if retry && failed < FAILED_RETRIES {
                         failed += 1;
                         std::thread::sleep(self.backoff.next_delay());
                         continue;
@@ -331,7 +354,13 @@ impl Client {
                         .map(Some)
                         .map_err(|e| format!("bad JSON from the server: {e}"));
                 }
-                Ok(Message::Close(_)) => break,
+                Ok(Message::Close(frame)) => {
+                    if let Some(f) = frame {
+                        self.reconnect_hint = reconnect_hint(u16::from(f.code), &f.reason);
+                        self.last_close = Some((f.code.into(), f.reason.to_string()));
+                    }
+                    break;
+                }
                 Ok(_) => {} // pings are answered by tungstenite on the next read/write
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
@@ -347,6 +376,13 @@ impl Client {
         self.ws = None;
         Ok(None)
     }
+}
+
+/// The delay a draining gateway asks for: close code 1012 (service restart) with reason
+/// `reconnect_after_ms=N`.
+pub fn reconnect_hint(code: u16, reason: &str) -> Option<Duration> {
+    let ms = reason.strip_prefix("reconnect_after_ms=")?.parse().ok()?;
+    (code == 1012).then(|| Duration::from_millis(ms).min(MAX_HINT))
 }
 
 /// `GET /dev/token?user=USER` on the gateway's client port (local dev mode only).
@@ -378,7 +414,8 @@ pub fn dev_token(addr: &str, user: &str) -> Result<String, String> {
 /// Example client: send messages (and print their acks), or listen and print messages.
 #[derive(Parser, Debug)]
 struct Args {
-    /// The gateway's client address, HOST:PORT (an `http://` or `ws://` prefix is ignored).
+    /// The gateway's client address, HOST:PORT (an `http://` or `ws://` prefix is ignored);
+    /// several, comma-separated, are tried in turn.
     #[arg(long, default_value = "127.0.0.1:8080")]
     url: String,
     /// Who this client is.
@@ -409,13 +446,18 @@ struct Args {
 
 fn main() -> Result<(), String> {
     let a = Args::parse();
-    let addr = a
+    let addrs: Vec<&str> = a
         .url
-        .trim_start_matches("http://")
-        .trim_start_matches("ws://")
-        .trim_end_matches('/');
+        .split(',')
+        .map(|u| {
+            u.trim()
+                .trim_start_matches("http://")
+                .trim_start_matches("ws://")
+        })
+        .map(|u| u.trim_end_matches('/'))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    let mut c = Client::new(addr, &a.user, a.token.clone());
+    let mut c = Client::new(&addrs.join(","), &a.user, a.token.clone());
     c.ensure_connected(deadline)?;
     println!(
         "connected as {} (session {})",

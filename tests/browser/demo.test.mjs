@@ -182,6 +182,32 @@ async function main() {
       await lastAck(alice, "bob", "delivered");
     });
 
+    await check("a draining gateway's close 1012 'reconnect_after_ms' is obeyed", async () => {
+      // Playwright sits between the page and the gateway and closes the page's socket the
+      // way a draining gateway does.
+      const erin = await (await browser.newContext({ viewport })).newPage();
+      erin.on("pageerror", (e) => jsErrors.push(e.message));
+      const routes = [];
+      await erin.routeWebSocket(/\/ws\?/, (ws) => {
+        routes.push({ page: ws, server: ws.connectToServer() });
+      });
+      await login(erin, "erin");
+      const before = await status(erin);
+      const t0 = Date.now();
+      await routes[0].page.close({ code: 1012, reason: "reconnect_after_ms=800" });
+      routes[0].server.close();
+      await until(erin, "the hint in the status", () =>
+        document.getElementById("status").textContent.includes("reconnecting in 0.8 s as it asked"));
+      await until(erin, "a new session", (old) => {
+        const s = document.getElementById("status");
+        return s.classList.contains("connected") && s.textContent !== old;
+      }, before);
+      const waited = Date.now() - t0;
+      assert(waited >= 750, `reconnected after ${waited} ms, before the hint`);
+      assert(routes.length === 2, `${routes.length} connections`);
+      await erin.context().close();
+    });
+
     if (screenshot) {
       await check(`screenshot written to ${screenshot}`, async () => {
         await alice.click('.contact[data-user="bob"]');
@@ -196,6 +222,10 @@ async function main() {
       assert(snippet, "no connectChat block in docs/clients.md");
       const docs = await (await browser.newContext()).newPage();
       docs.on("pageerror", (e) => jsErrors.push(e.message));
+      const routes = [];
+      await docs.routeWebSocket(/\/ws\?/, (ws) => {
+        routes.push({ page: ws, server: ws.connectToServer() });
+      });
       await docs.goto(base + "/demo"); // the demo's origin: /dev/token is same-origin
       await docs.addScriptTag({ content: snippet[1] + "\nwindow.connectChat = connectChat;" });
       await docs.evaluate(() => {
@@ -206,7 +236,10 @@ async function main() {
           getToken: async (u) =>
             (await (await fetch(`/dev/token?user=${encodeURIComponent(u)}`)).json()).token,
           onMessage: (m) => window.got.push(m),
-          onStatus: (s) => { window.chatStatus = s; },
+          onStatus: (s) => {
+            window.chatStatus = s;
+            if (s === "connected") window.welcomes = (window.welcomes || 0) + 1;
+          },
         });
       });
       await until(docs, "the snippet's welcome", () => window.chatStatus === "connected");
@@ -218,6 +251,16 @@ async function main() {
       await sendTo(alice, "docs-js", "hello docs");
       await until(docs, "alice's reply", () =>
         window.got.some((m) => m.from === "alice" && m.body.text === "hello docs"));
+      // A draining gateway's close: the snippet waits for the hint, then reconnects.
+      const t0 = Date.now();
+      await routes[0].page.close({ code: 1012, reason: "reconnect_after_ms=600" });
+      routes[0].server.close();
+      await until(docs, "the snippet's reconnect", () =>
+        window.chatStatus === "connected" && window.welcomes === 2);
+      assert(Date.now() - t0 >= 550, `reconnected after ${Date.now() - t0} ms`);
+      const again = await docs.evaluate(() => window.chat.send("alice", "docs again"));
+      assert(again.status === "delivered", JSON.stringify(again));
+      await received(alice, "docs-js", "docs again");
       await docs.evaluate(() => window.chat.close());
     });
 
