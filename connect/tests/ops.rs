@@ -200,7 +200,14 @@ fn router_drain_on_sigterm_acks_everything() {
 fn io_uring_denied_falls_back_to_epoll() {
     let out = std::process::Command::new(bin("no-uring"))
         .arg(bin("router"))
-        .args(["--listen", "127.0.0.1:0", "--registry", "memory://", "--io", "uring"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--registry",
+            "memory://",
+            "--io",
+            "uring",
+        ])
         .args(["--admin-listen", "off"])
         .output()
         .unwrap();
