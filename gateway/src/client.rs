@@ -23,6 +23,7 @@ use crate::http;
 use crate::limits::TokenBucket;
 use crate::metrics::Drop;
 use crate::shard::Shard;
+use crate::tls::Transport;
 use crate::ws::{self, Io};
 
 /// A client must finish its HTTP upgrade request within this time.
@@ -137,7 +138,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
     }
 }
 
-async fn respond(stream: &Stream, status: u16, reason: &str, body: &str, extra: &[(&str, &str)]) {
+async fn respond(
+    stream: &Transport,
+    status: u16,
+    reason: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) {
     let mut out = Vec::with_capacity(256);
     http::response(
         &mut out,
@@ -152,7 +159,7 @@ async fn respond(stream: &Stream, status: u16, reason: &str, body: &str, extra: 
 
 /// Reads and answers the HTTP request; for an authorised upgrade, registers the session and
 /// returns the live connection.
-async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
+async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
     let mut head = BytesMut::new();
     let parsed = rt::timeout(HANDSHAKE_TIMEOUT, async {
         loop {
@@ -334,7 +341,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
         entry,
         ws: RefCell::new(ws),
         outbox: outbox.clone(),
-        stream: stream.clone(),
+        stream: stream.stream.clone(),
         seq: Cell::new(0),
         uplink,
         last_rx: Cell::new(Instant::now()),
@@ -349,6 +356,13 @@ async fn handshake(shard: &Rc<Shard>, stream: &Stream) -> Option<Rc<Conn>> {
 }
 
 async fn serve(shard: Rc<Shard>, stream: Stream) {
+    let stream = match Transport::new(stream, shard.cfg.tls.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS session setup failed");
+            return;
+        }
+    };
     // Boxed so that the handshake's state (request buffer, parsed head, timers) is freed when
     // it is done instead of sizing every connection's long-lived task.
     let Some(conn) = Box::pin(handshake(&shard, &stream)).await else {
@@ -358,10 +372,10 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
     let outbox = conn.outbox.clone();
     let writer_stream = stream.clone();
     let writer = rt::spawn(async move {
-        if let Err(e) = outbox.run_writer(&writer_stream).await {
+        if let Err(e) = writer_stream.run_writer(&outbox).await {
             tracing::debug!(error = %e, "client write failed");
         }
-        writer_stream.shutdown();
+        writer_stream.stream.shutdown();
     });
 
     // Bytes that arrived with the upgrade request are processed before the first read.

@@ -2,6 +2,7 @@
 //! Fargate task definitions), validated all at once so an operator sees every mistake in one run.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -118,6 +119,13 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// PEM certificate chain: terminate TLS on the client port (for deployments without a
+    /// load balancer that does it). Needs --tls-key.
+    #[arg(long, env = "CONNECT_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CONNECT_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Validated gateway configuration.
@@ -157,6 +165,8 @@ pub struct Config {
     pub max_connections_per_shard: usize,
     pub msg_rate: u32,
     pub msg_burst: u32,
+    /// TLS on the client port, when --tls-cert/--tls-key are given.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
@@ -277,6 +287,20 @@ impl Args {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             errors.push(format!("--log-format `{}`: text or json", self.log_format));
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => match crate::tls::server_config(c, k) {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            (None, None) => None,
+            _ => {
+                errors.push("--tls-cert and --tls-key go together".into());
+                None
+            }
+        };
         let (mut advertise_host, mut advertise_port) = (String::new(), None);
         match (&self.advertise, internal_listen) {
             (Some(a), _) => match a.rsplit_once(':') {
@@ -323,6 +347,7 @@ impl Args {
             max_connections_per_shard: self.max_connections_per_shard,
             msg_rate: self.msg_rate,
             msg_burst: self.msg_burst,
+            tls,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! - `client`: one client connection: handshake, auth, registration, reads, sends.
 //! - `shard`: per-shard state: sessions, pending sends awaiting an ack, timers, drain.
 //! - `limits`: the per-connection send rate limit (token bucket).
+//! - `tls`: optional TLS termination on the client port (rustls, sans-I/O).
 //! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.
 //! - `uplink`: this shard's links to the routers (sends out, acks in).
 //! - `downlink`: routers' links to this shard (deliveries in, results out).
@@ -27,6 +28,7 @@ mod downlink;
 mod limits;
 mod metrics;
 mod shard;
+mod tls;
 mod uplink;
 mod ws;
 

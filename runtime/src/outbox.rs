@@ -74,6 +74,27 @@ impl Outbox {
         self.signal.raise();
     }
 
+    /// Moves everything queued into `out` (for writers that transform bytes, e.g. TLS).
+    pub fn take_into(&self, out: &mut BytesMut) {
+        std::mem::swap(out, &mut *self.buf.borrow_mut());
+    }
+
+    /// Wakes the writer without queuing anything (e.g. TLS has records of its own to send).
+    pub fn wake(&self) {
+        self.signal.raise();
+    }
+
+    /// Waits until something was queued or [`Outbox::wake`] / [`Outbox::close`] was called.
+    pub async fn wait(&self) {
+        self.signal.wait().await
+    }
+
+    /// Marks the outbox failed after a write error: nothing more is queued.
+    pub fn fail(&self) {
+        self.closed.set(true);
+        self.buf.borrow_mut().clear();
+    }
+
     /// The writer loop: sends queued bytes until closed and drained, or the socket fails.
     pub async fn run_writer(&self, stream: &Stream) -> io::Result<()> {
         let mut out = BytesMut::new();

@@ -11,13 +11,13 @@
 //!   [`RedisServer::start_tls`] adds a TLS port with a throwaway CA and a password.
 //! - [`cluster`]: [`RedisCluster`], 3 masters + 3 replicas, with failover and slot-migration
 //!   helpers.
-//! - `tls` (private): the throwaway CA and server certificate, made with the `openssl` CLI.
+//! - [`tls`]: the throwaway CA and server certificate, made with the `openssl` CLI.
 //! - [`free_port`]: a loopback TCP port that was free a moment ago.
 //! - [`redis_cmd`]: sends one command over a fresh `std::net::TcpStream` and returns the raw
 //!   RESP reply text (e.g. `":1500\r\n"` for a `PTTL`); [`redis_cmd_auth`] logs in first.
 
 pub mod cluster;
-mod tls;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

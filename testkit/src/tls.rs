@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// PEM files of one test TLS set-up.
-pub(crate) struct CertFiles {
+pub struct CertFiles {
     /// The CA certificate clients trust.
     pub ca: PathBuf,
     /// The server certificate, signed by the CA.
@@ -16,7 +16,7 @@ pub(crate) struct CertFiles {
 
 /// Makes a CA and a server certificate in `dir`. Panics (naming the step) when `openssl` is
 /// missing or fails.
-pub(crate) fn make_certs(dir: &Path) -> CertFiles {
+pub fn make_certs(dir: &Path) -> CertFiles {
     let files = CertFiles {
         ca: dir.join("ca.crt"),
         cert: dir.join("server.crt"),

@@ -260,7 +260,19 @@ impl Stack {
             gw_ports: ports,
         };
         // The gateways' router links connect in the background; wait until sends are routed.
-        s.wait_routable();
+        if gateway_flags.contains(&"--tls-cert") {
+            // Plain probes cannot speak to a TLS port: wait for readiness instead.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for g in &s.gateways {
+                while g.admin_get("/readyz").0 != 200 {
+                    assert!(Instant::now() < deadline, "gateway never ready");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        } else {
+            s.wait_routable();
+        }
         s
     }
 
