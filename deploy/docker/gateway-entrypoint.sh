@@ -14,6 +14,15 @@
 #   3. `hostname -I`: the first address that is neither loopback nor link-local (Fargate also
 #      gives tasks a 169.254.x.x address for the metadata endpoint).
 # None found: exit 2 with a message (the gateway itself would refuse a wildcard address).
+#
+# Early drain (ECS_EARLY_DRAIN=on, the default; "off" disables it): ECS stops a service task by
+# first deregistering it from the ALB, waiting out the deregistration delay, and only then
+# sending SIGTERM; by then the ALB has already closed the task's WebSockets without a close
+# frame, so the gateway's drain (1012 + reconnect_after_ms, spread over the drain) would reach
+# nobody. A background watcher polls the task metadata every ECS_EARLY_DRAIN_POLL seconds (5)
+# and, as soon as the task's DesiredStatus is STOPPED, sends SIGTERM to the gateway itself,
+# while the ALB still carries the task's connections. If ECS only publishes STOPPED at SIGTERM
+# time, the watcher changes nothing (deploy/README.md, "Rolling out").
 set -euo pipefail
 
 log() { echo "gateway-entrypoint: $*" >&2; }
@@ -45,6 +54,23 @@ ip_from_metadata() {
     body=$(http_get "${ECS_CONTAINER_METADATA_URI_V4%/}/task") || return 1
     [[ $body =~ $re ]] || { log "no IPv4Addresses in the task metadata"; return 1; }
     printf '%s' "${BASH_REMATCH[1]}"
+}
+
+# Polls the task metadata until DesiredStatus is STOPPED, then SIGTERMs PID (the gateway, which
+# this shell becomes by exec). Returns when it did, or when PID is gone.
+watch_for_stop() {
+    local pid=$1 poll=${ECS_EARLY_DRAIN_POLL:-5} body
+    local re='"DesiredStatus"[[:space:]]*:[[:space:]]*"([A-Z_]+)"'
+    while sleep "$poll"; do
+        kill -0 "$pid" 2>/dev/null || return 0
+        body=$(http_get "${ECS_CONTAINER_METADATA_URI_V4%/}/task" 2>/dev/null) || continue
+        # The task's own DesiredStatus comes before the containers' in the document.
+        if [[ $body =~ $re && ${BASH_REMATCH[1]} == STOPPED ]]; then
+            log "ECS is stopping this task: SIGTERM to the gateway now, while the ALB still carries its connections"
+            kill -TERM "$pid" 2>/dev/null || true
+            return 0
+        fi
+    done
 }
 
 ip_from_interfaces() {
@@ -89,6 +115,11 @@ if [[ -z ${CONNECT_ADVERTISE:-} && $advertise_flag == false ]]; then
     fi
     export CONNECT_ADVERTISE=$ip
     log "CONNECT_ADVERTISE=$ip"
+fi
+
+if [[ -n ${ECS_CONTAINER_METADATA_URI_V4:-} && ${ECS_EARLY_DRAIN:-on} != off ]]; then
+    # $$ is this shell's PID, which exec hands to the gateway.
+    watch_for_stop $$ </dev/null >&2 &
 fi
 
 exec "$@"

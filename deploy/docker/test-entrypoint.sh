@@ -49,13 +49,19 @@ cat >"$tmp/task.json" <<'JSON'
 }
 JSON
 
+# The early-drain tests rewrite this copy while the entrypoint polls it.
+cp "$tmp/task.json" "$tmp/stopping.json"
+
 cat >"$tmp/server.py" <<'PY'
-import http.server, sys
-doc = open(sys.argv[1], "rb").read()
+import http.server, sys, os
+d = sys.argv[1]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        routes = {"/v4/abc/task": (200, doc), "/livez": (200, b"ok\n"), "/broken/task": (500, b"oops\n")}
-        code, body = routes.get(self.path, (404, b"not found\n"))
+        files = {"/v4/abc/task": "task.json", "/v4/stop/task": "stopping.json"}
+        if self.path in files:
+            code, body = 200, open(os.path.join(d, files[self.path]), "rb").read()
+        else:
+            code, body = {"/livez": (200, b"ok\n"), "/broken/task": (500, b"oops\n")}.get(self.path, (404, b"not found\n"))
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -69,7 +75,7 @@ s = S(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 PY
-python3 "$tmp/server.py" "$tmp/task.json" >"$tmp/port" &
+python3 "$tmp/server.py" "$tmp" >"$tmp/port" &
 server_pid=$!
 for _ in $(seq 50); do [[ -s $tmp/port ]] && break; sleep 0.1; done
 port=$(cat "$tmp/port")
@@ -130,6 +136,41 @@ check "no metadata, only link-local/loopback: exit 2" "2:" \
 check "no command: exit 2" "2" "$(env -u CONNECT_ADVERTISE "$entry" >/dev/null 2>&1; echo $?)"
 check "exec: the command's exit code comes through" "7" \
     "$(CONNECT_ADVERTISE=10.1.1.1 "$entry" sh -c 'exit 7' >/dev/null 2>&1; echo $?)"
+
+# Early drain: a long-running fake gateway that records SIGTERM, started through the
+# entrypoint in the background with a 0.2 s metadata poll. (Single quotes: the inner sh expands.)
+# shellcheck disable=SC2016
+start_fake_gateway() { # EXTRA_ENV...
+    rm -f "$tmp/got-term"
+    env -u CONNECT_ADVERTISE ECS_CONTAINER_METADATA_URI_V4="http://127.0.0.1:$port/v4/stop" \
+        ECS_EARLY_DRAIN_POLL=0.2 "$@" "$entry" \
+        sh -c 'trap "echo term >\"$0\"; exit 0" TERM; while :; do sleep 0.1; done' "$tmp/got-term" \
+        >/dev/null 2>&1 &
+    fake_pid=$!
+}
+term_within() { # SECONDS: prints "term" if the fake gateway got SIGTERM by then, else "none"
+    for _ in $(seq $(($1 * 10))); do
+        [[ -e $tmp/got-term ]] && { echo term; return; }
+        sleep 0.1
+    done
+    echo none
+}
+set_desired() { # STATUS: the task's DesiredStatus (its first occurrence) in the polled document
+    sed -i "0,/\"DesiredStatus\": \"[A-Z]*\"/s//\"DesiredStatus\": \"$1\"/" "$tmp/stopping.json"
+}
+
+set_desired RUNNING
+start_fake_gateway
+check "early drain: no SIGTERM while DesiredStatus is RUNNING" "none" "$(term_within 1)"
+set_desired STOPPED
+check "early drain: SIGTERM once DesiredStatus is STOPPED" "term" "$(term_within 3)"
+wait "$fake_pid" 2>/dev/null
+check "early drain: the watcher is gone after the gateway exits" "0" \
+    "$(sleep 0.5; pgrep -f "$tmp/got-term" >/dev/null && echo 1 || echo 0)"
+start_fake_gateway ECS_EARLY_DRAIN=off
+check "early drain off: no SIGTERM even when STOPPED" "none" "$(term_within 1)"
+kill "$fake_pid" 2>/dev/null
+wait "$fake_pid" 2>/dev/null
 
 check "http-probe: 200" "0" "$("$probe" 127.0.0.1 "$port" /livez; echo $?)"
 check "http-probe: 404" "1" "$("$probe" 127.0.0.1 "$port" /nope; echo $?)"
