@@ -242,7 +242,11 @@ fn master_killed_under_write_load() {
     let killer = std::thread::spawn(move || {
         let mut cluster = cluster;
         std::thread::sleep(Duration::from_millis(700));
-        cluster.kill(&victim);
+        // Redis replication is asynchronous: a crash may lose writes Redis acknowledged in its
+        // last moments, by design. Crash at a moment when the replica has them all, so that
+        // a lost write can only be the client's fault (writes paused meanwhile are in flight
+        // and fail with the node).
+        cluster.crash_master_in_sync(&victim);
         killed2.store(true, Ordering::SeqCst);
         let masters = cluster.wait_failover(&victim, Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(1500));
@@ -322,6 +326,7 @@ fn master_killed_under_write_load() {
         );
         // Every acknowledged write is on the new masters.
         let acked = acked.take();
+        let mut lost = Vec::new();
         for chunk in acked.chunks(500) {
             let mut batch = Batch::new();
             for (k, _) in chunk {
@@ -329,13 +334,18 @@ fn master_killed_under_write_load() {
             }
             let replies = client.submit_batch(batch).await.unwrap();
             for ((k, v), r) in chunk.iter().zip(replies) {
-                assert_eq!(
-                    bulk(&r),
-                    v.to_string().as_bytes(),
-                    "acknowledged write {k} lost"
-                );
+                if bulk(&r) != v.to_string().as_bytes() {
+                    lost.push(format!("{k}={r:?}@{}", key_slot(k.as_bytes())));
+                }
             }
         }
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes lost: {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(20)]
+        );
         eprintln!(
             "failover: {} writes acknowledged ({} after the kill), {} failed, slowest call {:?}, stats {:?}",
             acked.len(),

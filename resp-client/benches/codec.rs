@@ -1,0 +1,161 @@
+//! resp-client's sans-I/O hot path over in-memory buffers: command encoding, reply decoding,
+//! in-order reply matching, and cluster slot routing. `cargo bench -p resp-client`.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use resp_client::codec::encode_command;
+use resp_client::slot::key_slot;
+use resp_client::{Batch, Decoder, Int, Pipeline};
+
+const VALUE: &[u8] = b"0123456789abcdef0123456789abcdef";
+const MEMBER: &[u8] = b"00000000deadbeef|gw-1|3|10.0.0.7:7100";
+
+fn bench_encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    g.bench_function("set_ex_32B", |b| {
+        b.iter(|| {
+            buf.clear();
+            encode_command(
+                &mut buf,
+                &[b"SET", b"key:000123", black_box(VALUE), b"EX", b"60"],
+            );
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("get", |b| {
+        b.iter(|| {
+            buf.clear();
+            encode_command(&mut buf, &[b"GET", black_box(b"key:000123")]);
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("registry_register_batch_4_cmds", |b| {
+        let key = b"connect:u:{alice@example.com}";
+        b.iter(|| {
+            let now = black_box(1_764_000_000_000i64);
+            let ttl = Int::from(60_000);
+            let mut batch = Batch::new();
+            batch.push(&[b"ZREMRANGEBYSCORE", key, b"-inf", Int::from(now).as_ref()]);
+            batch.push(&[b"ZADD", key, Int::from(now + 60_000).as_ref(), MEMBER]);
+            batch.push(&[b"PEXPIRE", key, ttl.as_ref(), b"NX"]);
+            batch.push(&[b"PEXPIRE", key, ttl.as_ref(), b"GT"]);
+            black_box(batch.len())
+        })
+    });
+    g.finish();
+}
+
+/// `n` replies as one read would bring them: `+OK`, a 32-byte bulk, and a 3-member `ZRANGE`.
+fn mixed_replies(n: usize) -> BytesMut {
+    let mut wire = BytesMut::new();
+    for i in 0..n {
+        match i % 3 {
+            0 => wire.put_slice(b"+OK\r\n"),
+            1 => {
+                wire.put_slice(format!("${}\r\n", VALUE.len()).as_bytes());
+                wire.put_slice(VALUE);
+                wire.put_slice(b"\r\n");
+            }
+            _ => {
+                wire.put_slice(b"*3\r\n");
+                for _ in 0..3 {
+                    wire.put_slice(format!("${}\r\n", MEMBER.len()).as_bytes());
+                    wire.put_slice(MEMBER);
+                    wire.put_slice(b"\r\n");
+                }
+            }
+        }
+    }
+    wire
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    let mut dec = Decoder::default();
+    for (name, wire) in [
+        ("ok", BytesMut::from(&b"+OK\r\n"[..])),
+        ("bulk_32B", mixed_replies(2).split_off(5)),
+        (
+            "zrange_3_members",
+            mixed_replies(3).split_off(5 + 6 + VALUE.len() + 2),
+        ),
+    ] {
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || wire.clone(),
+                |buf| black_box(dec.decode(buf).unwrap()),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let wire = mixed_replies(128);
+    g.throughput(Throughput::Elements(128));
+    g.bench_function("mixed_128_one_buffer", |b| {
+        b.iter_batched_ref(
+            || wire.clone(),
+            |buf| {
+                let mut n = 0;
+                while let Some(r) = dec.decode(buf).unwrap() {
+                    black_box(r);
+                    n += 1;
+                }
+                assert_eq!(n, 128);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_matching(c: &mut Criterion) {
+    let mut g = c.benchmark_group("match");
+    g.throughput(Throughput::Elements(128));
+    let wire = mixed_replies(128);
+    let mut dec = Decoder::default();
+    let mut pipeline: Pipeline<u32> = Pipeline::new(Duration::from_secs(1), 16384);
+    let now = Instant::now();
+    // The read loop's work for one full read at depth 128, minus the socket: queue 128 slots,
+    // decode 128 replies, give each to the oldest slot.
+    g.bench_function("decode_and_match_128", |b| {
+        b.iter_batched_ref(
+            || wire.clone(),
+            |buf| {
+                for i in 0..128 {
+                    pipeline.push(i, now);
+                }
+                while let Some(r) = dec.decode(buf).unwrap() {
+                    let slot = pipeline.on_reply().unwrap();
+                    black_box((slot, r));
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_slots(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cluster");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("key_slot_registry_key", |b| {
+        b.iter(|| key_slot(black_box(b"connect:u:{alice@example.com}")))
+    });
+    g.bench_function("key_slot_plain_key", |b| {
+        b.iter(|| key_slot(black_box(b"key:000123")))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_encode,
+    bench_decode,
+    bench_matching,
+    bench_slots
+);
+criterion_main!(benches);
