@@ -345,3 +345,45 @@ fn read_json<S: std::io::Read + std::io::Write>(
         }
     }
 }
+
+/// A client that reads too slowly is closed with 1008 once `--client-queue` bytes wait for it;
+/// the sender keeps getting one ack per send throughout.
+#[test]
+fn slow_consumer_gets_1008() {
+    let stack = Stack::start_with(1, 60, &["--client-queue", "65536"]);
+    let port = stack.gw_ports[0];
+    let mut alice = Client::connect(port, "alice");
+    let mut bob = Client::connect(port, "bob");
+    let body = "z".repeat(4000);
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Bob reads nothing until the gateway has given up on him.
+    loop {
+        for _ in 0..50 {
+            alice.send_to("bob", &format!("s{sent}"), json!(body));
+            sent += 1;
+        }
+        for _ in 0..50 {
+            alice.recv_type("ack");
+        }
+        let (_, m) = stack.gateways[0].admin_get("/metrics");
+        if metric(&m, "connect_gateway_drops_total{reason=\"slow_consumer\"}") >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never dropped after {sent} sends"
+        );
+    }
+    let code = loop {
+        match bob.ws.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    // Alice is unaffected.
+    alice.send_to("nobody", "after", json!(1));
+    assert_eq!(alice.recv_type("ack")["status"], "offline");
+}

@@ -62,7 +62,7 @@ impl Conn {
                     "slow consumer: send queue full, disconnecting"
                 );
                 shard.m().drop(Drop::SlowConsumer);
-                self.abort();
+                self.close_slow_consumer();
                 false
             }
             Err(PushError::Closed) => false,
@@ -91,6 +91,26 @@ impl Conn {
         if !self.closing.get() {
             let _ = self.outbox.push(|b| ws::encode_frame(b, 0x89, b""));
         }
+    }
+
+    /// A client that stopped reading: what is queued for it is dropped, it gets close code
+    /// 1008 ("slow consumer") after whatever batch is already on its way, and the socket is
+    /// shut 2 s later whatever it does, so its memory stays bounded by `--client-queue`.
+    fn close_slow_consumer(&self) {
+        if self.closing.replace(true) {
+            return;
+        }
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&1008u16.to_be_bytes());
+        payload.extend_from_slice(b"slow consumer");
+        self.outbox
+            .replace_and_close(|b| ws::encode_frame(b, 0x88, &payload));
+        let stream = self.stream.clone();
+        rt::spawn(async move {
+            rt::sleep(Duration::from_secs(2)).await;
+            stream.shutdown();
+        })
+        .detach();
     }
 
     /// Drops the connection now, without a close handshake.

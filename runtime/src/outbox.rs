@@ -74,6 +74,20 @@ impl Outbox {
         self.signal.raise();
     }
 
+    /// Drops everything queued (whole frames; a batch already handed to the socket goes on),
+    /// queues `f`'s bytes regardless of the limit, and closes: the writer sends them last.
+    /// For a final message to a peer that stopped reading, e.g. a close frame.
+    pub fn replace_and_close(&self, f: impl FnOnce(&mut BytesMut)) {
+        if self.closed.get() {
+            return;
+        }
+        let mut buf = self.buf.borrow_mut();
+        buf.clear();
+        f(&mut buf);
+        drop(buf);
+        self.close();
+    }
+
     /// Moves everything queued into `out` (for writers that transform bytes, e.g. TLS).
     pub fn take_into(&self, out: &mut BytesMut) {
         std::mem::swap(out, &mut *self.buf.borrow_mut());
