@@ -21,7 +21,7 @@ use wire::frame::AckStatus;
 
 use crate::http;
 use crate::limits::TokenBucket;
-use crate::metrics::Drop;
+use crate::metrics::DropReason;
 use crate::shard::Shard;
 use crate::tls::Transport;
 use crate::ws::{self, Io};
@@ -61,7 +61,7 @@ impl Conn {
                     session = self.session,
                     "slow consumer: send queue full, disconnecting"
                 );
-                shard.m().drop(Drop::SlowConsumer);
+                shard.m().drop(DropReason::SlowConsumer);
                 self.close_slow_consumer();
                 false
             }
@@ -299,7 +299,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
 
     if shard.draining.get() || shard.sessions.borrow().len() >= shard.cfg.max_connections_per_shard
     {
-        shard.m().drop(Drop::Capacity);
+        shard.m().drop(DropReason::Capacity);
         respond(
             stream,
             503,

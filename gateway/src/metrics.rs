@@ -10,7 +10,7 @@ use wire::frame::AckStatus;
 
 /// Why a client connection was dropped by the gateway.
 #[derive(Debug, Clone, Copy)]
-pub enum Drop {
+pub enum DropReason {
     /// Its send queue passed `--client-queue`.
     SlowConsumer = 0,
     /// Silent past `--idle-timeout`.
@@ -44,7 +44,7 @@ impl ShardMetrics {
     pub fn ack(&self, s: AckStatus) {
         self.acks[s as usize].inc();
     }
-    pub fn drop(&self, d: Drop) {
+    pub fn drop(&self, d: DropReason) {
         self.drops[d as usize].inc();
     }
 }

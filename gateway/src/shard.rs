@@ -297,7 +297,7 @@ async fn idle_loop(shard: Rc<Shard>) {
             let quiet = now.saturating_duration_since(c.last_rx.get());
             if quiet >= shard.cfg.idle_timeout {
                 tracing::debug!(session = c.session, "idle timeout");
-                shard.m().drop(crate::metrics::Drop::Idle);
+                shard.m().drop(crate::metrics::DropReason::Idle);
                 c.abort();
             } else if quiet >= shard.cfg.ping_interval {
                 c.send_ping();
