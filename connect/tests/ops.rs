@@ -387,3 +387,48 @@ fn slow_consumer_gets_1008() {
     alice.send_to("nobody", "after", json!(1));
     assert_eq!(alice.recv_type("ack")["status"], "offline");
 }
+
+/// A stalled router (SIGSTOP): its pending sends fail within three keep-alive periods, not
+/// after the 10 s send timeout, and service resumes once it continues.
+#[test]
+fn stalled_router_is_detected() {
+    let stack = Stack::start_with(1, 60, &["--link-keepalive-ms", "500"]);
+    let mut alice = Client::connect(stack.gw_ports[0], "alice");
+    let mut bob = Client::connect(stack.gw_ports[0], "bob");
+    let pid = stack.router.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let t = std::time::Instant::now();
+    alice.send_to("bob", "stalled", json!(1));
+    let ack = alice.recv_type("ack");
+    assert_eq!(ack["status"], "failed", "{ack}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        alice.send_to("bob", "again", json!(2));
+        if alice.recv_type("ack")["status"] == "delivered" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `failed` means "outcome unknown": the stalled router may still deliver the first message
+    // once it continues (it was in its receive buffer). The retry arrives either way.
+    loop {
+        let body = bob.recv_type("message")["body"].clone();
+        if body == 2 {
+            break;
+        }
+        assert_eq!(body, 1);
+    }
+}

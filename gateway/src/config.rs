@@ -40,6 +40,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 500_000;
 /// Sends per second per connection: human chat is a few per second; bursts (pasting, resends
 /// after reconnect) get `DEFAULT_MSG_BURST`.
 pub const DEFAULT_MSG_RATE: u32 = 20;
+/// Router link ping period: stalled routers are noticed within three of these (15 s), well
+/// inside the send timeout's order of magnitude, and idle links stay open through NAT/NLB.
+pub const DEFAULT_LINK_KEEPALIVE_MS: u64 = 5_000;
 /// Token-bucket burst for sends.
 pub const DEFAULT_MSG_BURST: u32 = 60;
 
@@ -119,6 +122,10 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Milliseconds between pings on router links; a router silent for three of them is
+    /// dropped as stalled (its pending sends fail, the link reconnects).
+    #[arg(long, env = "CONNECT_LINK_KEEPALIVE_MS", default_value_t = DEFAULT_LINK_KEEPALIVE_MS)]
+    pub link_keepalive_ms: u64,
     /// PEM certificate chain: terminate TLS on the client port (for deployments without a
     /// load balancer that does it). Needs --tls-key.
     #[arg(long, env = "CONNECT_TLS_CERT")]
@@ -167,6 +174,7 @@ pub struct Config {
     pub msg_burst: u32,
     /// TLS on the client port, when --tls-cert/--tls-key are given.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub link_keepalive: Duration,
 }
 
 fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
@@ -348,6 +356,7 @@ impl Args {
             msg_rate: self.msg_rate,
             msg_burst: self.msg_burst,
             tls,
+            link_keepalive: Duration::from_millis(self.link_keepalive_ms.max(100)),
         })
     }
 }

@@ -4,15 +4,15 @@
 //! `failed` at once) instead of queueing without bound; when it drops, every send still waiting
 //! on it is acked `failed`, so no send is left without an outcome.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runtime::backoff::Backoff;
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
-use runtime::rt::sleep;
+use runtime::rt::{self, sleep};
 use wire::frame::{self, Frame, Role};
 
 use crate::shard::Shard;
@@ -95,12 +95,24 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
     *link.outbox.borrow_mut() = Some(outbox.clone());
     shard.m().router_links_up.inc();
     let writer = runtime::link::spawn_writer(&outbox, &stream);
+    let heard = Rc::new(Cell::new(Instant::now()));
+    let every = shard.cfg.link_keepalive;
+    let pinger = rt::spawn(keepalive(
+        every,
+        outbox.clone(),
+        stream.clone(),
+        heard.clone(),
+    ));
     let reason = runtime::link::read_frames(
         &stream,
         |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
-        |f| on_frame(shard, link, f),
+        |f| {
+            heard.set(Instant::now());
+            on_frame(shard, link, f)
+        },
     )
     .await;
+    drop(pinger);
     if link.outbox.borrow_mut().take().is_some() {
         shard.m().router_links_up.dec();
     }
@@ -109,6 +121,26 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
     let _ = writer.await;
     shard.fail_link(link.idx, "router link lost");
     reason
+}
+
+/// Pings the router every `every` and drops the link when it has been silent for three
+/// periods: a stalled router (stopped process, dead host behind a load balancer that
+/// keeps the TCP connection open) then fails its pending sends instead of holding them, and the
+/// link reconnects. Also keeps idle links alive through NAT and load-balancer idle timeouts.
+async fn keepalive(every: Duration, outbox: Rc<Outbox>, stream: Stream, heard: Rc<Cell<Instant>>) {
+    let mut nonce = 0u64;
+    loop {
+        sleep(every).await;
+        if heard.get().elapsed() > every * 3 {
+            tracing::warn!("router silent for {:?}; dropping the link", every * 3);
+            stream.shutdown();
+            return;
+        }
+        nonce += 1;
+        if outbox.push(|b| frame::encode_ping(b, nonce)).is_err() {
+            return;
+        }
+    }
 }
 
 fn on_frame(shard: &Shard, link: &Uplink, f: Frame) -> Result<(), String> {
