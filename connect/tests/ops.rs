@@ -432,3 +432,33 @@ fn stalled_router_is_detected() {
         assert_eq!(body, 1);
     }
 }
+
+/// `--echo-endpoint` (for Autobahn): `/echo` echoes text and binary messages without a token;
+/// without the flag it does not exist.
+#[test]
+fn echo_endpoint_only_when_enabled() {
+    let stack = Stack::start_with(1, 60, &["--echo-endpoint"]);
+    let port = stack.gw_ports[0];
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/echo");
+    let (mut ws, _) = tungstenite::client(url.as_str(), tcp).expect("echo handshake");
+    ws.send(tungstenite::Message::text("héllo")).unwrap();
+    ws.send(tungstenite::Message::binary(vec![0u8, 1, 2, 255]))
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = ws.read().unwrap();
+        if m.is_text() || m.is_binary() {
+            got.push(m);
+        }
+    }
+    assert_eq!(got[0], tungstenite::Message::text("héllo"));
+    assert_eq!(got[1], tungstenite::Message::binary(vec![0u8, 1, 2, 255]));
+
+    let plain = Stack::start(1, 60);
+    assert_eq!(
+        http_status(plain.gw_ports[0], &upgrade_request("/echo", "")),
+        404
+    );
+}

@@ -45,6 +45,8 @@ pub struct Conn {
     bucket: RefCell<TokenBucket>,
     pub last_rx: Cell<Instant>,
     closing: Cell<bool>,
+    /// An `/echo` connection: messages come back as they are; not a session.
+    echo: bool,
 }
 
 impl Conn {
@@ -229,6 +231,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
             return None;
         }
         "/ws" => {}
+        "/echo" if shard.cfg.echo_endpoint => {}
         "/" | "/demo" | "/dev/token" | "/dev/online" if shard.cfg.dev_mode => {
             let out = crate::dev::handle(shard, &req).await;
             let _ = rt::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
@@ -239,51 +242,59 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
             return None;
         }
     }
-    let Some(token) = req.token.as_deref() else {
-        shard.m().auth_failures.inc();
-        respond(
-            stream,
-            401,
-            "Unauthorized",
-            "missing token\n",
-            &[("WWW-Authenticate", "Bearer")],
-        )
-        .await;
-        return None;
-    };
-    let claims = match auth::verify_hs256(
-        &shard.cfg.jwt_secret,
-        token,
-        runtime::clock::unix_secs(),
-        JWT_LEEWAY_SECS,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
+    // The echo endpoint (conformance testing only, off by default) skips auth and the
+    // registry but runs the very same WebSocket stack, limits and close handling.
+    let echo = req.path == "/echo";
+    let user = if echo {
+        "echo".to_string()
+    } else {
+        let Some(token) = req.token.as_deref() else {
             shard.m().auth_failures.inc();
-            let body = format!("invalid token: {e}\n");
             respond(
                 stream,
                 401,
                 "Unauthorized",
-                &body,
-                &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+                "missing token\n",
+                &[("WWW-Authenticate", "Bearer")],
+            )
+            .await;
+            return None;
+        };
+        let claims = match auth::verify_hs256(
+            &shard.cfg.jwt_secret,
+            token,
+            runtime::clock::unix_secs(),
+            JWT_LEEWAY_SECS,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                shard.m().auth_failures.inc();
+                let body = format!("invalid token: {e}\n");
+                respond(
+                    stream,
+                    401,
+                    "Unauthorized",
+                    &body,
+                    &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+                )
+                .await;
+                return None;
+            }
+        };
+        if !wire::user::valid_user_id(&claims.sub) {
+            shard.m().auth_failures.inc();
+            respond(
+                stream,
+                401,
+                "Unauthorized",
+                "invalid token: bad subject\n",
+                &[],
             )
             .await;
             return None;
         }
+        claims.sub
     };
-    if !wire::user::valid_user_id(&claims.sub) {
-        shard.m().auth_failures.inc();
-        respond(
-            stream,
-            401,
-            "Unauthorized",
-            "invalid token: bad subject\n",
-            &[],
-        )
-        .await;
-        return None;
-    }
     let (Some(key), true, true) = (req.websocket_key.as_deref(), req.is_upgrade, req.version_ok)
     else {
         respond(
@@ -312,14 +323,18 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
     }
     let session = shard.new_session_id();
     let entry = SessionEntry {
-        user: claims.sub,
+        user,
         session,
         instance: shard.cfg.instance_id.clone(),
         shard: shard.id,
         addr: shard.advertise.clone(),
     };
     let started = Instant::now();
-    let registered = shard.registry.register(&entry, shard.cfg.session_ttl).await;
+    let registered = if echo {
+        Ok(())
+    } else {
+        shard.registry.register(&entry, shard.cfg.session_ttl).await
+    };
     shard.m().registry_register.observe(started.elapsed());
     if let Err(e) = registered {
         shard.m().register_failures.inc();
@@ -344,7 +359,9 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
         let mut s = shard.scratch.borrow_mut();
         s.clear();
         cj::encode_welcome(&mut s, &entry.user, &session_hex, &shard.cfg.instance_id);
-        let _ = outbox.push(|b| ws::encode_text_frame(b, &s));
+        if !echo {
+            let _ = outbox.push(|b| ws::encode_text_frame(b, &s));
+        }
     }
     let rx = head.split_off(consumed);
     let ws = WebSocket::from_raw_socket(
@@ -366,8 +383,12 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
         uplink,
         last_rx: Cell::new(Instant::now()),
         closing: Cell::new(false),
+        echo,
         bucket: RefCell::new(TokenBucket::new(shard.cfg.msg_burst, Instant::now())),
     });
+    if echo {
+        return Some(conn);
+    }
     shard.sessions.borrow_mut().insert(session, conn.clone());
     shard.m().connects.inc();
     shard.m().connections.inc();
@@ -415,11 +436,16 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
 
     conn.closing.set(true);
     conn.outbox.close();
-    shard.sessions.borrow_mut().remove(&session);
-    shard.m().connections.dec();
+    if !conn.echo {
+        shard.sessions.borrow_mut().remove(&session);
+        shard.m().connections.dec();
+    }
     // Let the writer flush a close frame, but never wait on a peer that stopped reading.
     if rt::timeout(Duration::from_secs(2), writer).await.is_none() {
         conn.stream.shutdown();
+    }
+    if conn.echo {
+        return;
     }
     if let Err(e) = shard.registry.unregister(&conn.entry).await {
         tracing::warn!(error = %e, session, "session cleanup failed; its TTL will expire it");
@@ -432,6 +458,12 @@ fn process(shard: &Shard, conn: &Rc<Conn>) {
     loop {
         let res = conn.ws.borrow_mut().read();
         match res {
+            Ok(Message::Text(text)) if conn.echo => {
+                conn.send_text(shard, text.as_bytes());
+            }
+            Ok(Message::Binary(data)) if conn.echo => {
+                let _ = conn.outbox.push(|b| ws::encode_frame(b, 0x82, &data));
+            }
             Ok(Message::Text(text)) => handle_text(shard, conn, text.as_str()),
             Ok(Message::Binary(_)) => conn.send_error(
                 shard,

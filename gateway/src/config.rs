@@ -126,6 +126,10 @@ pub struct Args {
     /// dropped as stalled (its pending sends fail, the link reconnects).
     #[arg(long, env = "CONNECT_LINK_KEEPALIVE_MS", default_value_t = DEFAULT_LINK_KEEPALIVE_MS)]
     pub link_keepalive_ms: u64,
+    /// Serve `GET /echo` without a token: an echo WebSocket on the same stack, limits and close
+    /// handling as `/ws`, for conformance suites (Autobahn). Off by default; never in production.
+    #[arg(long, env = "CONNECT_ECHO_ENDPOINT")]
+    pub echo_endpoint: bool,
     /// PEM certificate chain: terminate TLS on the client port (for deployments without a
     /// load balancer that does it). Needs --tls-key.
     #[arg(long, env = "CONNECT_TLS_CERT")]
@@ -175,6 +179,8 @@ pub struct Config {
     /// TLS on the client port, when --tls-cert/--tls-key are given.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub link_keepalive: Duration,
+    /// Serve the `/echo` conformance endpoint.
+    pub echo_endpoint: bool,
 }
 
 fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
@@ -357,6 +363,7 @@ impl Args {
             msg_burst: self.msg_burst,
             tls,
             link_keepalive: Duration::from_millis(self.link_keepalive_ms.max(100)),
+            echo_endpoint: self.echo_endpoint,
         })
     }
 }
