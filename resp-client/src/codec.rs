@@ -2,13 +2,13 @@
 //!
 //! Commands are written straight into the caller's [`BytesMut`] (one `reserve`, no temporary
 //! strings), so a writer can flush many commands with one write. Replies are located with the
-//! bounded scan of the private `scan` module first and then decoded by `redis-protocol` into [`Reply`]
+//! bounded scan of the private `scan` module first, which checks every length, count, integer
+//! and terminator; the reply is then built from those checked bytes in one pass, as [`Reply`]
 //! values that share the read buffer's memory.
 
-use bytes::{BufMut, BytesMut};
-use redis_protocol::resp2::{decode::decode_bytes, types::BytesFrame};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::scan::{Limits, Scanner};
+use crate::scan::{find_crlf, parse_int, Limits, Scanner};
 use crate::{Error, Reply};
 
 /// Default for [`Decoder`]'s and [`crate::Config::max_reply_bytes`]: 64 MiB.
@@ -42,20 +42,46 @@ pub fn encoded_len(args: &[&[u8]]) -> usize {
     len
 }
 
+/// `<kind><n>\r\n`, with the one- and two-digit counts of almost every header written
+/// directly.
 fn put_header(buf: &mut BytesMut, kind: u8, n: usize) {
-    buf.put_u8(kind);
-    buf.put_slice(Int::from(n as i64).as_ref());
-    buf.put_slice(b"\r\n");
+    if n < 10 {
+        buf.put_slice(&[kind, b'0' + n as u8, b'\r', b'\n']);
+    } else if n < 100 {
+        let d = &DIGITS2[n * 2..n * 2 + 2];
+        buf.put_slice(&[kind, d[0], d[1], b'\r', b'\n']);
+    } else {
+        buf.put_u8(kind);
+        buf.put_slice(Int::from(n as i64).as_ref());
+        buf.put_slice(b"\r\n");
+    }
 }
 
-fn decimal_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
+fn decimal_len(n: u64) -> usize {
+    match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => {
+            let mut len = 5;
+            let mut m = n / 100_000;
+            while m > 0 {
+                m /= 10;
+                len += 1;
+            }
+            len
+        }
     }
-    len
 }
+
+/// "00".."99": two digits per division when formatting integers.
+const DIGITS2: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// An integer formatted as decimal text on the stack, for use as a command argument:
 /// `client.submit(&[b"PEXPIRE", key, Int::from(ttl_ms).as_ref()])`.
@@ -70,13 +96,19 @@ impl From<i64> for Int {
         let mut buf = [0u8; 20];
         let mut i = buf.len();
         let mut m = n.unsigned_abs();
-        loop {
+        while m >= 100 {
+            let d = (m % 100) as usize * 2;
+            m /= 100;
+            i -= 2;
+            buf[i..i + 2].copy_from_slice(&DIGITS2[d..d + 2]);
+        }
+        if m >= 10 {
+            let d = m as usize * 2;
+            i -= 2;
+            buf[i..i + 2].copy_from_slice(&DIGITS2[d..d + 2]);
+        } else {
             i -= 1;
-            buf[i] = b'0' + (m % 10) as u8;
-            m /= 10;
-            if m == 0 {
-                break;
-            }
+            buf[i] = b'0' + m as u8;
         }
         if n < 0 {
             i -= 1;
@@ -139,24 +171,77 @@ impl Decoder {
             return Ok(None);
         };
         let bytes = buf.split_to(len).freeze();
-        match decode_bytes(&bytes) {
-            Ok(Some((frame, used))) if used == len => Ok(Some(to_reply(frame))),
-            Ok(_) => Err(Error::Protocol(
-                "reply framing disagrees with the RESP2 decoder".into(),
-            )),
-            Err(e) => Err(Error::Protocol(e.to_string())),
-        }
+        build(&bytes).map(Some)
     }
 }
 
-fn to_reply(frame: BytesFrame) -> Reply {
-    match frame {
-        BytesFrame::SimpleString(b) => Reply::Simple(b),
-        BytesFrame::Error(s) => Reply::Error(s.into_inner()),
-        BytesFrame::Integer(i) => Reply::Int(i),
-        BytesFrame::BulkString(b) => Reply::Bulk(b),
-        BytesFrame::Array(items) => Reply::Array(items.into_iter().map(to_reply).collect()),
-        BytesFrame::Null => Reply::Nil,
+/// Builds the one reply that `bytes` holds, exactly, as checked by the scan (types, lengths,
+/// counts, integers, terminators, depth); every `Err` here is a defence against a scan bug.
+/// Arrays are built with an explicit stack (no recursion); an array's `Vec` is sized by its
+/// count, which the scan bounded by the bytes actually present.
+fn build(bytes: &Bytes) -> Result<Reply, Error> {
+    let bad = |what: &str| Error::Protocol(format!("malformed reply: {what}"));
+    let mut stack: Vec<(Vec<Reply>, usize)> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let kind = *bytes.get(pos).ok_or_else(|| bad("truncated"))?;
+        let line_end = find_crlf(bytes, pos + 1).ok_or_else(|| bad("no CRLF"))?;
+        let line = pos + 1..line_end;
+        pos = line_end + 2;
+        let mut value = match kind {
+            b'+' => Reply::Simple(bytes.slice(line)),
+            b'-' => {
+                // Error text is shown to people and logged: it must be text.
+                std::str::from_utf8(&bytes[line.clone()])
+                    .map_err(|_| Error::Protocol("error reply is not UTF-8".into()))?;
+                Reply::Error(bytes.slice(line))
+            }
+            b':' => Reply::Int(parse_int(&bytes[line])?),
+            b'$' => match parse_int(&bytes[line])? {
+                -1 => Reply::Nil,
+                n if n >= 0 => {
+                    let end = pos + n as usize;
+                    if bytes.get(end..end + 2) != Some(&b"\r\n"[..]) {
+                        return Err(bad("bulk string"));
+                    }
+                    let v = bytes.slice(pos..end);
+                    pos = end + 2;
+                    Reply::Bulk(v)
+                }
+                _ => return Err(bad("bulk length")),
+            },
+            b'*' => match parse_int(&bytes[line])? {
+                -1 => Reply::Nil,
+                0 => Reply::Array(Vec::new()),
+                n if n > 0 && stack.len() < MAX_DEPTH => {
+                    let n = n as usize;
+                    // At least 3 bytes per element ("+\r\n"): the scan saw them all.
+                    if n > (bytes.len() - pos) / 3 {
+                        return Err(bad("array count"));
+                    }
+                    stack.push((Vec::with_capacity(n), n));
+                    continue;
+                }
+                _ => return Err(bad("array")),
+            },
+            _ => return Err(bad("type byte")),
+        };
+        // One value is complete: add it to its array, closing every array it completes.
+        loop {
+            match stack.last_mut() {
+                None if pos == bytes.len() => return Ok(value),
+                None => return Err(bad("trailing bytes")),
+                Some((items, left)) => {
+                    items.push(value);
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    let (items, _) = stack.pop().ok_or_else(|| bad("stack"))?;
+                    value = Reply::Array(items);
+                }
+            }
+        }
     }
 }
 
@@ -273,10 +358,39 @@ mod tests {
         let mut dec = Decoder::default();
         let mut buf = BytesMut::from(&b"hello\r\n"[..]);
         assert!(matches!(dec.decode(&mut buf), Err(Error::Protocol(_))));
-        // Errors must be UTF-8 for redis-protocol; a violation is reported, not a panic.
+        // Error replies must be text; a violation is reported, not a panic.
         let mut dec = Decoder::default();
         let mut buf = BytesMut::from(&b"-\xff\xfe\r\n"[..]);
         assert!(matches!(dec.decode(&mut buf), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn lone_cr_and_nesting() {
+        let mut dec = Decoder::default();
+        let mut buf = BytesMut::from(&b"+a\rb\r\n*2\r\n*1\r\n*0\r\n$-1\r\n*-1\r\n"[..]);
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Some(Reply::Simple(Bytes::from_static(b"a\rb")))
+        );
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Some(Reply::Array(vec![
+                Reply::Array(vec![Reply::Array(vec![])]),
+                Reply::Nil
+            ]))
+        );
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(Reply::Nil));
+        assert!(buf.is_empty());
+        assert_eq!(
+            build(&Bytes::from_static(b"+OK\r\nx")).ok(),
+            None,
+            "trailing bytes"
+        );
+        assert_eq!(
+            build(&Bytes::from_static(b"*5\r\n:1\r\n")).ok(),
+            None,
+            "short array"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! # Layout
 //! Sans-I/O (no socket, no clock; unit-tested byte by byte):
 //! - [`codec`]: command encoding into a `BytesMut`, the [`Int`] argument formatter, and the
-//!   bounded reply [`Decoder`] (RESP2 via `redis-protocol`, after the `scan` module has
+//!   bounded reply [`Decoder`] (RESP2, built in one pass after the `scan` module has
 //!   checked every announced length against the limits).
 //! - `scan` (private): the bounded, resumable scan that finds where one reply ends.
 //! - [`reply`]: [`Reply`], one decoded reply (RESP2 today, RESP3 variants reserved).

@@ -1,11 +1,10 @@
 //! A bounded, resumable scan for the end of one RESP2 reply, run before any decoding.
 //!
-//! `redis-protocol` decodes recursively, trusts the lengths it reads, and starts over on every
-//! call. Scanning first means that a peer cannot make us allocate by announcing a huge bulk
-//! length or element count (every length is checked against [`Limits`] and every announced
-//! element must actually be present before the decoder runs), cannot overflow the stack with
-//! deep nesting (checked here, without recursion), and that a large reply arriving in many
-//! reads is scanned once, not once per read (the scan resumes where it stopped).
+//! Scanning before building any value means that a peer cannot make us allocate by announcing
+//! a huge bulk length or element count (every length is checked against [`Limits`] and every
+//! announced element must actually be present before the reply is built), cannot overflow the
+//! stack with deep nesting (checked here, without recursion), and that a large reply arriving
+//! in many reads is scanned once, not once per read (the scan resumes where it stopped).
 
 use crate::Error;
 
@@ -170,13 +169,20 @@ fn check_total(len: usize, limits: &Limits) -> Result<(), Error> {
 }
 
 /// Offset of the first `\r\n` at or after `from`.
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    let rest = buf.get(from..)?;
-    rest.windows(2).position(|w| w == b"\r\n").map(|i| from + i)
+pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let at = i + buf.get(i..)?.iter().position(|&b| b == b'\r')?;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at),
+            Some(_) => i = at + 1,
+            None => return None,
+        }
+    }
 }
 
 /// A strict decimal i64: optional '-', then 1..=19 digits, no overflow.
-fn parse_int(line: &[u8]) -> Result<i64, Error> {
+pub(crate) fn parse_int(line: &[u8]) -> Result<i64, Error> {
     let bad = || {
         Error::Protocol(format!(
             "invalid integer {:?}",
@@ -286,6 +292,14 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn finds_crlf_past_lone_cr() {
+        assert_eq!(find_crlf(b"+a\rb\r\n", 1), Some(4));
+        assert_eq!(find_crlf(b"+ab\r", 1), None);
+        assert_eq!(find_crlf(b"+ab", 1), None);
+        assert_eq!(find_crlf(b"\r\n", 5), None);
     }
 
     #[test]
