@@ -38,4 +38,8 @@ pub enum AuthError {
     /// `sub` is not a valid user id (see [`crate::valid_subject`]).
     #[error("token subject is not a valid user id")]
     InvalidSubject,
+    /// A router<->gateway link peer's proof did not match our challenge under the shared link
+    /// secret (wrong secret, or no secret on its side). Fatal for the link: disconnect it.
+    #[error("link peer failed the challenge: wrong or missing link secret")]
+    BadLinkProof,
 }

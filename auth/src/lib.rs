@@ -10,12 +10,15 @@
 //!
 //! * [`claims`]: [`Claims`] and the subject syntax.
 //! * [`jwt`]: [`sign_hs256`], [`verify_hs256`], [`dev_token`].
+//! * [`link`]: [`LinkAuth`], the router<->gateway link challenge-response.
 //! * [`error`]: the [`AuthError`] enum.
 
 pub mod claims;
 pub mod error;
 pub mod jwt;
+pub mod link;
 
 pub use claims::{valid_subject, Claims, MAX_SUBJECT_LEN};
 pub use error::AuthError;
 pub use jwt::{dev_token, sign_hs256, verify_hs256, MAX_TOKEN_LEN};
+pub use link::LinkAuth;

@@ -53,8 +53,14 @@ fn main() -> anyhow::Result<()> {
     let shards = a.shards.unwrap_or_else(gateway::config::default_shards);
     let signals = ops::signals::block();
 
+    let link_secret = format!(
+        "link-{:016x}{:016x}",
+        runtime::clock::random_u64(),
+        runtime::clock::random_u64()
+    );
     let mut rc = router::Config::new(a.router_listen, &a.registry, shards);
     rc.pin = false;
+    rc.link_secret = Some(std::sync::Arc::from(link_secret.as_bytes()));
     rc.io = match a.io.parse() {
         Ok(io) => io,
         Err(e) => anyhow::bail!("--io {e}"),
@@ -79,6 +85,8 @@ fn main() -> anyhow::Result<()> {
         &a.io,
         "--admin-listen",
         "off",
+        "--link-secret",
+        &link_secret,
     ])?;
     let mut gc = match gw_args.validate() {
         Ok(c) => c,

@@ -462,3 +462,101 @@ fn echo_endpoint_only_when_enabled() {
         404
     );
 }
+
+/// The internal port takes frames only from a peer that proves the link secret: a forged
+/// router that skips the challenge, or answers it with the wrong secret, is disconnected and
+/// nothing it sent is delivered.
+#[test]
+fn internal_port_rejects_unauthenticated_peers() {
+    use bytes::BytesMut;
+    use std::io::{Read, Write};
+    use wire::frame::{self, Role};
+
+    let stack = Stack::start(1, 60);
+    let mut bob = Client::connect(stack.gw_ports[0], "bob");
+    let sid = u64::from_str_radix(bob.welcome["session"].as_str().unwrap(), 16).unwrap();
+    // "gateway listening on A (internal [B, C])"
+    let line = &stack.gateways[0].ready_line;
+    let inner = line
+        .split_once("internal [")
+        .unwrap()
+        .1
+        .trim_end_matches(")")
+        .trim_end_matches(']');
+    let internal: Vec<std::net::SocketAddr> =
+        inner.split(", ").map(|a| a.parse().unwrap()).collect();
+    assert!(!internal.is_empty(), "{line}");
+    let forged = br#"{"type":"message","id":"x","from":"mallory","body":"forged","ts":1}"#;
+
+    let closed = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) => panic!("still open after 10 s: {e}"),
+                Ok(_) => continue, // the gateway's own Hello/Challenge
+            }
+        }
+    };
+    for addr in &internal {
+        // 1. No proof at all.
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut out = BytesMut::new();
+        frame::encode_hello(
+            &mut out,
+            frame::PROTOCOL_VERSION,
+            Role::Router,
+            "mallory",
+            0,
+        );
+        frame::encode_deliver(&mut out, 1, "bob", &[sid], forged);
+        s.write_all(&out).unwrap();
+        assert!(closed(&mut s), "unauthenticated peer kept");
+
+        // 2. A proof made with the wrong secret.
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rx = BytesMut::new();
+        let nonce = loop {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "gateway closed before its challenge");
+            rx.extend_from_slice(&buf[..n]);
+            let mut found = None;
+            while let Some(f) = frame::decode(&mut rx, frame::DEFAULT_MAX_FRAME).unwrap() {
+                if let wire::Frame::Challenge { nonce } = f {
+                    found = Some(nonce);
+                }
+            }
+            if let Some(n) = found {
+                break n;
+            }
+        };
+        let wrong: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"not-the-link-secret"[..]);
+        let mac = auth::LinkAuth::new(Some(wrong), Role::Router as u8, 7)
+            .prove(nonce)
+            .unwrap();
+        let mut out = BytesMut::new();
+        frame::encode_hello(
+            &mut out,
+            frame::PROTOCOL_VERSION,
+            Role::Router,
+            "mallory",
+            0,
+        );
+        frame::encode_proof(&mut out, &mac);
+        frame::encode_deliver(&mut out, 2, "bob", &[sid], forged);
+        s.write_all(&out).unwrap();
+        assert!(closed(&mut s), "wrong-secret peer kept");
+    }
+    assert!(
+        bob.try_recv(Duration::from_millis(500)).is_none(),
+        "a forged delivery reached the client"
+    );
+    // The real router still delivers.
+    let mut alice = Client::connect(stack.gw_ports[0], "alice");
+    alice.send_to("bob", "real", json!("genuine"));
+    assert_eq!(bob.recv_type("message")["body"], "genuine");
+}

@@ -62,6 +62,8 @@ fn reencode(f: &Frame, out: &mut BytesMut) {
         Frame::Ping { nonce } => frame::encode_ping(out, *nonce),
         Frame::Pong { nonce } => frame::encode_pong(out, *nonce),
         Frame::Goaway => frame::encode_goaway(out),
+        Frame::Challenge { nonce } => frame::encode_challenge(out, *nonce),
+        Frame::Proof { mac } => frame::encode_proof(out, mac),
     }
 }
 

@@ -130,6 +130,10 @@ pub struct Args {
     /// handling as `/ws`, for conformance suites (Autobahn). Off by default; never in production.
     #[arg(long, env = "CONNECT_ECHO_ENDPOINT")]
     pub echo_endpoint: bool,
+    /// Shared secret authenticating router<->gateway links (HMAC challenge-response); the
+    /// same value on every router and gateway. Without it links are unauthenticated.
+    #[arg(long, env = "CONNECT_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
     /// PEM certificate chain: terminate TLS on the client port (for deployments without a
     /// load balancer that does it). Needs --tls-key.
     #[arg(long, env = "CONNECT_TLS_CERT")]
@@ -181,6 +185,8 @@ pub struct Config {
     pub link_keepalive: Duration,
     /// Serve the `/echo` conformance endpoint.
     pub echo_endpoint: bool,
+    /// Link authentication secret, if set.
+    pub link_secret: Option<Arc<[u8]>>,
 }
 
 fn resolve(what: &str, s: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
@@ -301,6 +307,9 @@ impl Args {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             errors.push(format!("--log-format `{}`: text or json", self.log_format));
         }
+        if self.link_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            errors.push("--link-secret must be at least 16 bytes".into());
+        }
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(c), Some(k)) => match crate::tls::server_config(c, k) {
                 Ok(cfg) => Some(cfg),
@@ -364,6 +373,7 @@ impl Args {
             tls,
             link_keepalive: Duration::from_millis(self.link_keepalive_ms.max(100)),
             echo_endpoint: self.echo_endpoint,
+            link_secret: self.link_secret.map(|s| Arc::from(s.into_bytes())),
         })
     }
 }

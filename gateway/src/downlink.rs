@@ -5,10 +5,12 @@
 
 use std::rc::Rc;
 
+use auth::LinkAuth;
 use runtime::io::Stream;
 use runtime::net::Listener;
 use runtime::outbox::Outbox;
 use wire::frame::{self, Frame, Role};
+use wire::link::LinkGuard;
 
 use crate::shard::Shard;
 
@@ -46,12 +48,32 @@ async fn serve(shard: &Shard, stream: Stream) -> String {
             shard.id,
         )
     });
+    let mut guard = LinkGuard::new(
+        LinkAuth::new(
+            shard.cfg.link_secret.clone(),
+            Role::Gateway as u8,
+            runtime::clock::random_u64(),
+        ),
+        Role::Router,
+    );
+    if let Some(nonce) = guard.challenge() {
+        let _ = outbox.push(|b| frame::encode_challenge(b, nonce));
+    }
     let writer = runtime::link::spawn_writer(&outbox, &stream);
+    let proven = Rc::new(std::cell::Cell::new(guard.authenticated()));
+    let _watchdog = runtime::link::require_proof(&stream, &proven);
     let mut greeted = false;
     let reason = runtime::link::read_frames(
         &stream,
         |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
-        |f| on_frame(shard, &outbox, &mut greeted, f),
+        |f| {
+            let prove = |mac: &[u8; 32]| {
+                let _ = outbox.push(|b| frame::encode_proof(b, mac));
+            };
+            let r = guard.feed(f, prove, |f| on_frame(shard, &outbox, &mut greeted, f));
+            proven.set(guard.authenticated());
+            r
+        },
     )
     .await;
     outbox.close();

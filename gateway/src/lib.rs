@@ -117,6 +117,12 @@ impl Gateway {
         let cfg = config.clone();
         let (backend, why) = runtime::probe::choose(config.io).map_err(Error::NoBackend)?;
         tracing::info!(io = backend.as_str(), reason = %why, "event loop chosen");
+        if config.link_secret.is_none() {
+            tracing::warn!(
+                "no --link-secret: router<->gateway links are not authenticated; \
+                 only network rules keep other hosts off the internal ports"
+            );
+        }
         let metrics = Metrics::new(config.shards);
         metrics.set_backend(backend);
         let admin_addr = match config.admin_listen {

@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use auth::LinkAuth;
 use runtime::backoff::Backoff;
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
 use runtime::rt::{self, sleep};
 use wire::frame::{self, Frame, Role};
+use wire::link::LinkGuard;
 
 use crate::shard::Shard;
 
@@ -92,6 +94,17 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
             shard.id,
         )
     });
+    let mut guard = LinkGuard::new(
+        LinkAuth::new(
+            shard.cfg.link_secret.clone(),
+            Role::Gateway as u8,
+            runtime::clock::random_u64(),
+        ),
+        Role::Router,
+    );
+    if let Some(nonce) = guard.challenge() {
+        let _ = outbox.push(|b| frame::encode_challenge(b, nonce));
+    }
     *link.outbox.borrow_mut() = Some(outbox.clone());
     shard.m().router_links_up.inc();
     let writer = runtime::link::spawn_writer(&outbox, &stream);
@@ -108,7 +121,10 @@ async fn serve(shard: &Rc<Shard>, link: &Rc<Uplink>, stream: Stream) -> String {
         |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
         |f| {
             heard.set(Instant::now());
-            on_frame(shard, link, f)
+            let prove = |mac: &[u8; 32]| {
+                let _ = outbox.push(|b| frame::encode_proof(b, mac));
+            };
+            guard.feed(f, prove, |f| on_frame(shard, link, f))
         },
     )
     .await;

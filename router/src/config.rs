@@ -1,6 +1,7 @@
 //! Router configuration: CLI flags with `CONNECT_*` environment variables, validated at once.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -48,6 +49,10 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Shared secret authenticating router<->gateway links (HMAC challenge-response); the
+    /// same value on every router and gateway. Without it links are unauthenticated.
+    #[arg(long, env = "CONNECT_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
 }
 
 /// Validated router configuration.
@@ -65,6 +70,8 @@ pub struct Config {
     /// Admin port address, if enabled.
     pub admin_listen: Option<SocketAddr>,
     pub drain_timeout: Duration,
+    /// Link authentication secret, if set.
+    pub link_secret: Option<Arc<[u8]>>,
 }
 
 impl Config {
@@ -79,6 +86,7 @@ impl Config {
             io: IoMode::Auto,
             admin_listen: None,
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
+            link_secret: None,
         }
     }
 }
@@ -133,6 +141,9 @@ impl Args {
                 }
             },
         };
+        if self.link_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            errors.push("--link-secret must be at least 16 bytes".into());
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             errors.push(format!("--log-format `{}`: text or json", self.log_format));
         }
@@ -146,6 +157,7 @@ impl Args {
                 io,
                 admin_listen,
                 drain_timeout: Duration::from_secs(self.drain_timeout),
+                link_secret: self.link_secret.map(|s| Arc::from(s.into_bytes())),
             }),
             _ => Err(errors),
         }

@@ -8,12 +8,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use auth::LinkAuth;
 use bytes::Bytes;
 use registry::{RegistryFuture, SessionEntry};
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
 use runtime::signal::Signal;
 use wire::frame::{self, AckStatus, Frame, Role};
+use wire::link::LinkGuard;
 
 use crate::metrics::Metrics;
 use crate::shard::Shard;
@@ -80,11 +82,31 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream) {
     shard.add_inbound(&link);
     let writer = runtime::link::spawn_writer(&outbox, &stream);
     let processor = runtime::rt::spawn(process(shard.clone(), link.clone()));
+    let mut guard = LinkGuard::new(
+        LinkAuth::new(
+            shard.cfg.link_secret.clone(),
+            Role::Router as u8,
+            runtime::clock::random_u64(),
+        ),
+        Role::Gateway,
+    );
+    if let Some(nonce) = guard.challenge() {
+        let _ = outbox.push(|b| frame::encode_challenge(b, nonce));
+    }
+    let proven = Rc::new(std::cell::Cell::new(guard.authenticated()));
+    let _watchdog = runtime::link::require_proof(&stream, &proven);
     let mut greeted = false;
     let reason = runtime::link::read_frames(
         &stream,
         |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
-        |f| on_frame(&shard, &link, &mut greeted, f),
+        |f| {
+            let prove = |mac: &[u8; 32]| {
+                let _ = outbox.push(|b| frame::encode_proof(b, mac));
+            };
+            let r = guard.feed(f, prove, |f| on_frame(&shard, &link, &mut greeted, f));
+            proven.set(guard.authenticated());
+            r
+        },
     )
     .await;
     link.reading.set(false);

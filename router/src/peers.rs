@@ -5,14 +5,17 @@
 //! address is not retried until a jittered backoff has passed, so a dead gateway costs one
 //! failed connect per backoff period rather than one per message.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auth::LinkAuth;
 use bytes::BytesMut;
 use runtime::outbox::Outbox;
 use wire::frame::{self, Frame, Role};
+use wire::link::LinkGuard;
 
 use crate::shard::Shard;
 
@@ -24,19 +27,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Peer {
     pub id: u64,
     addr: SocketAddr,
+    auth: RefCell<LinkGuard>,
     outbox: Rc<Outbox>,
     down_until: Cell<Option<Instant>>,
     failures: Cell<u32>,
 }
 
 impl Peer {
-    pub fn new(id: u64, addr: SocketAddr, failures: u32) -> Self {
+    pub fn new(id: u64, addr: SocketAddr, failures: u32, secret: Option<Arc<[u8]>>) -> Self {
         let outbox = Rc::new(Outbox::new(LINK_QUEUE, 1 << 20));
         let _ = outbox
             .push(|b| frame::encode_hello(b, frame::PROTOCOL_VERSION, Role::Router, "router", 0));
+        let auth = LinkGuard::new(
+            LinkAuth::new(secret, Role::Router as u8, runtime::clock::random_u64()),
+            Role::Gateway,
+        );
+        if let Some(nonce) = auth.challenge() {
+            let _ = outbox.push(|b| frame::encode_challenge(b, nonce));
+        }
         Peer {
             id,
             addr,
+            auth: RefCell::new(auth),
             outbox,
             down_until: Cell::new(None),
             failures: Cell::new(failures),
@@ -84,7 +96,14 @@ pub async fn run(shard: Rc<Shard>, peer: Rc<Peer>) {
             let reason = runtime::link::read_frames(
                 &stream,
                 |rx| frame::decode(rx, frame::DEFAULT_MAX_FRAME),
-                |f| on_frame(&shard, f),
+                |f| {
+                    let prove = |mac: &[u8; 32]| {
+                        let _ = peer.outbox.push(|b| frame::encode_proof(b, mac));
+                    };
+                    peer.auth
+                        .borrow_mut()
+                        .feed(f, prove, |f| on_frame(&shard, f))
+                },
             )
             .await;
             tracing::info!(shard = shard.id, gateway = %peer.addr, %reason, "gateway link down");

@@ -181,7 +181,7 @@ impl Shard {
         let failures = self.peers.borrow().get(addr).map_or(0, |p| p.failures());
         let id = self.next_peer.get();
         self.next_peer.set(id + 1);
-        let peer = Rc::new(Peer::new(id, sock, failures));
+        let peer = Rc::new(Peer::new(id, sock, failures, self.cfg.link_secret.clone()));
         self.peers
             .borrow_mut()
             .insert(addr.to_string(), peer.clone());

@@ -25,6 +25,22 @@ pub fn spawn_writer(outbox: &Rc<Outbox>, stream: &Stream) -> Task<io::Result<()>
     })
 }
 
+/// How long a peer that connected to us has to prove the link secret.
+pub const PROOF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Shuts `stream` down unless `proven` is set within [`PROOF_TIMEOUT`]: a peer that connects
+/// and never authenticates does not keep a link (and its held frames) open.
+pub fn require_proof(stream: &Stream, proven: &Rc<std::cell::Cell<bool>>) -> Task<()> {
+    let (stream, proven) = (stream.clone(), proven.clone());
+    rt::spawn(async move {
+        rt::sleep(PROOF_TIMEOUT).await;
+        if !proven.get() {
+            tracing::warn!(peer = ?stream.peer_addr(), "link peer did not authenticate in time");
+            stream.shutdown();
+        }
+    })
+}
+
 /// Reads frames until the peer closes, a read fails, a frame does not decode, or `on_frame`
 /// returns an error. Returns why the link ended, for the log.
 pub async fn read_frames<T, E, D, F>(stream: &Stream, mut decode: D, mut on_frame: F) -> String

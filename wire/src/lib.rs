@@ -15,6 +15,7 @@
 //!   protocols.
 //! * [`frame`]: router<->gateway frames: [`frame::Frame`], [`frame::decode`] and one
 //!   `encode_*` function per frame type. The module doc gives the byte layout.
+//! * [`link`]: [`link::LinkGuard`], link authentication (`Challenge`/`Proof`) on the frame level.
 //! * [`client`]: client JSON messages: [`client::parse_client`] for what clients send and one
 //!   `encode_*` function per message the gateway sends.
 //! * [`error`]: [`WireError`], the link-protocol error (client JSON errors are values of
@@ -25,6 +26,7 @@ pub mod client;
 pub mod error;
 pub mod frame;
 mod json;
+pub mod link;
 pub mod user;
 
 pub use error::WireError;

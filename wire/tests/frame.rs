@@ -109,6 +109,12 @@ fn samples() -> Vec<(BytesMut, Frame)> {
     let mut buf = BytesMut::new();
     encode_goaway(&mut buf);
     out.push((buf, Frame::Goaway));
+    let mut buf = BytesMut::new();
+    encode_challenge(&mut buf, 42);
+    out.push((buf, Frame::Challenge { nonce: 42 }));
+    let mut buf = BytesMut::new();
+    encode_proof(&mut buf, &[7; 32]);
+    out.push((buf, Frame::Proof { mac: [7; 32] }));
     out
 }
 
@@ -263,7 +269,7 @@ mod frame_type {
 
 #[test]
 fn garbage_types_rejected() {
-    for t in [0u8, 9, 0x7f, 0xff] {
+    for t in [0u8, 0x0b, 0x7f, 0xff] {
         let mut buf = raw(t, &[0; 8]);
         assert_eq!(decode(&mut buf, MAX), Err(WireError::UnknownFrameType(t)));
     }

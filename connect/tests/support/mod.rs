@@ -12,6 +12,8 @@ use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
 pub const SECRET: &str = "e2e-test-secret-0123456789";
+/// The router<->gateway link secret every test process shares.
+pub const LINK_SECRET: &str = "e2e-link-secret-0123456789";
 
 /// Path of a workspace binary built next to this test executable.
 pub fn bin(name: &str) -> PathBuf {
@@ -32,6 +34,8 @@ pub struct Proc {
     pub name: String,
     /// The admin port, when the process printed one.
     pub admin: Option<std::net::SocketAddr>,
+    /// The stdout line that said it was ready.
+    pub ready_line: String,
     /// Everything it wrote to stderr, when started with [`Proc::start_with_stderr`].
     stderr: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
@@ -100,10 +104,10 @@ impl Proc {
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut admin = None;
-        loop {
+        let ready_line = loop {
             assert!(Instant::now() < deadline, "{name} did not get ready");
             match lines.next() {
-                Some(Ok(l)) if l.contains(ready) => break,
+                Some(Ok(l)) if l.contains(ready) => break l,
                 Some(Ok(l)) => {
                     if let Some(a) = l.strip_prefix("admin listening on ") {
                         admin = a.trim().parse().ok();
@@ -111,13 +115,14 @@ impl Proc {
                 }
                 _ => panic!("{name} exited before it was ready"),
             }
-        }
+        };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Proc {
             child,
             name: name.into(),
             admin,
+            ready_line,
             stderr,
         }
     }
@@ -206,6 +211,8 @@ impl Stack {
                 "127.0.0.1:0".into(),
                 "--drain-timeout".into(),
                 "5".into(),
+                "--link-secret".into(),
+                LINK_SECRET.into(),
             ],
             "router listening",
         );
@@ -218,6 +225,8 @@ impl Stack {
                 "127.0.0.1:0".into(),
                 "--drain-timeout".into(),
                 "5".into(),
+                "--link-secret".into(),
+                LINK_SECRET.into(),
             ];
             if !gateway_flags.contains(&"--msg-rate") {
                 // The tests send in bursts far above human chat.

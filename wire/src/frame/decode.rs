@@ -118,6 +118,21 @@ fn parse_body(frame_type: u8, bytes: Bytes) -> Result<Frame, WireError> {
             r.finish()?;
             Frame::Pong { nonce }
         }
+        ty::CHALLENGE => {
+            let mut r = Body::new("Challenge", bytes);
+            let nonce = r.u64("nonce")?;
+            r.finish()?;
+            Frame::Challenge { nonce }
+        }
+        ty::PROOF => {
+            let mut r = Body::new("Proof", bytes);
+            let mut mac = [0u8; 32];
+            for (i, b) in mac.iter_mut().enumerate() {
+                *b = r.u8(if i == 0 { "mac" } else { "mac (truncated)" })?;
+            }
+            r.finish()?;
+            Frame::Proof { mac }
+        }
         ty::GOAWAY => {
             Body::new("Goaway", bytes).finish()?;
             Frame::Goaway

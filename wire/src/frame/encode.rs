@@ -78,6 +78,18 @@ pub fn encode_pong(buf: &mut BytesMut, nonce: u64) {
     buf.put_u64(nonce);
 }
 
+/// Appends a `Challenge` frame.
+pub fn encode_challenge(buf: &mut BytesMut, nonce: u64) {
+    header(buf, ty::CHALLENGE, 8);
+    buf.put_u64(nonce);
+}
+
+/// Appends a `Proof` frame.
+pub fn encode_proof(buf: &mut BytesMut, mac: &[u8; 32]) {
+    header(buf, ty::PROOF, 32);
+    buf.put_slice(mac);
+}
+
 /// Appends a `Goaway` frame.
 pub fn encode_goaway(buf: &mut BytesMut) {
     header(buf, ty::GOAWAY, 0);

@@ -23,6 +23,8 @@
 //! 0x06  Ping           nonce:u64
 //! 0x07  Pong           nonce:u64
 //! 0x08  Goaway         (empty)         router -> gateway: draining, send elsewhere
+//! 0x09  Challenge      nonce:u64       both ways after Hello when a link secret is set
+//! 0x0a  Proof          mac:32 bytes    HMAC-SHA256 answer to the peer's Challenge
 //!
 //! role:   1 = gateway, 2 = router
 //! status: 0 = delivered, 1 = offline, 2 = failed
@@ -47,8 +49,8 @@ use bytes::Bytes;
 
 pub use decode::decode;
 pub use encode::{
-    encode_ack, encode_deliver, encode_deliver_result, encode_goaway, encode_hello, encode_ping,
-    encode_pong, encode_send,
+    encode_ack, encode_challenge, encode_deliver, encode_deliver_result, encode_goaway,
+    encode_hello, encode_ping, encode_pong, encode_proof, encode_send,
 };
 
 /// Link protocol version sent in `Hello`.
@@ -71,6 +73,8 @@ pub(crate) mod ty {
     pub const PING: u8 = 0x06;
     pub const PONG: u8 = 0x07;
     pub const GOAWAY: u8 = 0x08;
+    pub const CHALLENGE: u8 = 0x09;
+    pub const PROOF: u8 = 0x0a;
 }
 
 /// Which end of a link a peer is.
@@ -186,6 +190,17 @@ pub enum Frame {
     Pong {
         /// The `Ping`'s nonce.
         nonce: u64,
+    },
+    /// Link authentication, both directions, right after `Hello` when a link secret is set:
+    /// a fresh nonce the peer must answer with a `Proof`.
+    Challenge {
+        /// Random, fresh per link.
+        nonce: u64,
+    },
+    /// Answer to the peer's `Challenge`: HMAC-SHA256 under the link secret (see `auth::link`).
+    Proof {
+        /// The MAC.
+        mac: [u8; 32],
     },
     /// router -> gateway: this router is draining; send nothing new on this link (acks for
     /// what was sent still come), use another router.
