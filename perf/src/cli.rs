@@ -37,6 +37,9 @@ pub enum Command {
     /// Open N clients in pairs, send at a fixed global rate (open loop) and report ack and
     /// delivery latency, throughput and message integrity.
     Load(LoadArgs),
+    /// Start a local stack (Redis, router, gateways), run one scenario against it and report
+    /// the load figures with the servers' CPU per message and memory per connection.
+    Run(crate::run::RunArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -215,7 +218,22 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Load(a) => a,
+            other => panic!("not load: {other:?}"),
         }
+    }
+
+    #[test]
+    fn run_scenarios_parse() {
+        let cli = Cli::try_parse_from(["perf", "run", "--scenario", "storm", "--clients", "10"]);
+        match cli.unwrap().command {
+            Command::Run(r) => {
+                assert_eq!(r.scenario, crate::run::Scenario::Storm);
+                assert_eq!(r.clients, 10);
+                assert_eq!(r.gateways, 2);
+            }
+            other => panic!("not run: {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["perf", "run", "--scenario", "nope"]).is_err());
     }
 
     #[test]

@@ -30,6 +30,9 @@
 //! * `report`: the final figures as a table and as JSON.
 //! * `clock`: the process-wide time base all timestamps count from.
 //! * `fdlimit`: the open-file limit that bounds clients per process.
+//! * `run`: `perf run --scenario steady|idle|storm`: a local stack, one scenario, server figures.
+//! * `stack`: the local stack `perf run` starts (redis-server, router, gateways) and stops.
+//! * `procstat`: a server's CPU time, RSS and open files from `/proc`.
 
 mod cli;
 mod clock;
@@ -39,10 +42,13 @@ mod load;
 mod order;
 mod pacer;
 mod plan;
+mod procstat;
 mod protocol;
 mod report;
+mod run;
 mod schedule;
 mod session;
+mod stack;
 mod stats;
 
 use anyhow::Context as _;
@@ -74,6 +80,17 @@ fn main() -> anyhow::Result<()> {
             let report = rt.block_on(load::run(&cfg))?;
             print!("{}", report.table());
             if let Some(path) = &cfg.json {
+                let json = serde_json::to_string_pretty(&report)?;
+                std::fs::write(path, json + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            let fd_limit = fdlimit::raise().context("reading the open-file limit")?;
+            let report = run::run(&args, fd_limit)?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
                 let json = serde_json::to_string_pretty(&report)?;
                 std::fs::write(path, json + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;

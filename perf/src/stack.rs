@@ -1,0 +1,158 @@
+//! A local Connect stack that `perf run` starts and stops itself: a `redis-server` on a free
+//! port, one `router` and two `gateway`s (one shard each, rate limits raised so the load is not
+//! refused), all on loopback. Every child is killed when the `Stack` is dropped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+/// The JWT secret the stack's gateways check and perf signs with.
+pub const SECRET: &str = "perf-run-secret-0123456789";
+/// How long one process may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running stack.
+pub struct Stack {
+    children: Vec<(String, Child)>,
+    /// Gateway client URLs (`ws://127.0.0.1:PORT/ws`).
+    pub urls: Vec<String>,
+}
+
+impl Stack {
+    /// Starts Redis, a router and `gateways` gateways. `bin_dir` holds `router` and `gateway`.
+    pub fn start(bin_dir: &Path, gateways: usize) -> anyhow::Result<Stack> {
+        let mut stack = Stack {
+            children: Vec::new(),
+            urls: Vec::new(),
+        };
+        let redis_port = free_port()?;
+        stack.spawn(
+            "redis",
+            Command::new("redis-server").args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
+            redis_port,
+        )?;
+        let registry = format!("redis://127.0.0.1:{redis_port}");
+        let router_port = free_port()?;
+        stack.spawn(
+            "router",
+            Command::new(bin(bin_dir, "router")?).args([
+                "--listen",
+                &format!("127.0.0.1:{router_port}"),
+                "--registry",
+                &registry,
+                "--shards",
+                "1",
+                "--admin-listen",
+                "off",
+            ]),
+            router_port,
+        )?;
+        for i in 0..gateways {
+            let port = free_port()?;
+            let internal = free_port()?;
+            stack.spawn(
+                &format!("gateway{i}"),
+                Command::new(bin(bin_dir, "gateway")?).args([
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--internal-listen",
+                    &format!("127.0.0.1:{internal}"),
+                    "--router",
+                    &format!("127.0.0.1:{router_port}"),
+                    "--registry",
+                    &registry,
+                    "--jwt-secret",
+                    SECRET,
+                    "--shards",
+                    "1",
+                    "--instance-id",
+                    &format!("perf-gw{i}"),
+                    "--msg-rate",
+                    "1000000",
+                    "--msg-burst",
+                    "1000000",
+                    "--admin-listen",
+                    "off",
+                ]),
+                port,
+            )?;
+            stack.urls.push(format!("ws://127.0.0.1:{port}/ws"));
+        }
+        // Let the gateways' router links come up before the first client registers.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(stack)
+    }
+
+    fn spawn(&mut self, name: &str, cmd: &mut Command, port: u16) -> anyhow::Result<()> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        self.children.push((name.to_string(), child));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some((_, c)) = self.children.last_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("{name} exited at start-up: {status}");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not listen on {addr} within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Name and pid of every server process, in start order.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .map(|(n, c)| (n.clone(), c.id()))
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, c) in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port free on 127.0.0.1 right now (bound and released; good enough on a test machine).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .context("binding a free port")?
+        .local_addr()?
+        .port())
+}
+
+/// `name` in `bin_dir`, which must exist.
+fn bin(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = bin_dir.join(name);
+    if !p.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p {name}` or pass --bin-dir",
+            p.display()
+        );
+    }
+    Ok(p)
+}
