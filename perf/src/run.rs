@@ -77,7 +77,8 @@ pub struct ServerFigures {
     pub cpu_s: f64,
     /// CPU time divided by messages received by clients, microseconds.
     pub cpu_us_per_msg: f64,
-    /// (peak RSS - RSS before) / clients, bytes.
+    /// (peak RSS - RSS before) / all clients, bytes; summed over the gateways this is the
+    /// gateway memory per connection.
     pub rss_bytes_per_connection: f64,
 }
 
@@ -210,7 +211,7 @@ impl RunReport {
         let _ = writeln!(
             out,
             "\n{:<10} {:>9} {:>11} {:>12} {:>13} {:>10} {:>12}",
-            "server", "cpu s", "cpu us/msg", "rss before", "rss peak", "fds peak", "rss B/conn"
+            "server", "cpu s", "cpu us/msg", "rss before", "rss peak", "fds peak", "rss B/client"
         );
         let mut total: BTreeMap<&str, f64> = BTreeMap::new();
         for s in &self.servers {
@@ -233,7 +234,10 @@ impl RunReport {
             *total.entry(kind).or_default() += s.rss_bytes_per_connection;
         }
         if let Some(g) = total.get("gateways") {
-            let _ = writeln!(out, "gateways together: {g:.0} bytes RSS per connection");
+            let _ = writeln!(
+                out,
+                "gateways together: {g:.0} bytes RSS per connection (peak growth / clients)"
+            );
         }
         out
     }
