@@ -5,7 +5,8 @@
 //! Scenarios: `steady` (pairs chatting at `--rate`), `idle` (connected clients sending one
 //! message per second in all; memory per connection is the servers' peak RSS growth over their
 //! RSS before any client, divided by the clients), `storm` (as `steady` but every client dials
-//! at once).
+//! at once), `sweep` (steady at `--rate` x 1, 2, 3 ... up to `--max-rate`, stopping at the first
+//! rate whose delivery P99 is over `--p99-ms` or that loses anything).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +34,20 @@ pub enum Scenario {
     Steady,
     Idle,
     Storm,
+    /// Steady runs at `--rate`, 2x, 3x ... `--max-rate` on one stack, stopping at the first
+    /// whose delivery P99 exceeds `--p99-ms` or that is not clean.
+    Sweep,
+}
+
+/// One rate of a sweep.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SweepPoint {
+    pub rate: f64,
+    pub delivery_p99_ms: f64,
+    pub clean: bool,
+    pub passed: bool,
+    /// Messages clients received in this run (warm-up included).
+    pub received: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -60,6 +75,12 @@ pub struct RunArgs {
     /// Also write the report (load figures and per-server figures) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Sweep: highest rate tried, msg/s.
+    #[arg(long, default_value_t = 100_000.0)]
+    pub max_rate: f64,
+    /// Sweep: the delivery P99 bound, ms.
+    #[arg(long, default_value_t = 50.0)]
+    pub p99_ms: f64,
     /// Runtime worker threads for the load (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -86,13 +107,18 @@ pub struct ServerFigures {
 pub struct RunReport {
     pub scenario: Scenario,
     pub servers: Vec<ServerFigures>,
+    /// The last load run (for a sweep: the last rate tried).
     pub load: Report,
+    /// Sweep only: every rate tried.
+    pub sweep: Vec<SweepPoint>,
+    /// Sweep only: the highest rate whose delivery P99 stayed under `--p99-ms`, run clean.
+    pub max_rate_p99_under_bound: Option<f64>,
 }
 
 impl RunArgs {
     fn load_args(&self, urls: Vec<String>) -> LoadArgs {
         let (rate, connect_rate) = match self.scenario {
-            Scenario::Steady => (self.rate, crate::cli::DEFAULT_CONNECT_RATE),
+            Scenario::Steady | Scenario::Sweep => (self.rate, crate::cli::DEFAULT_CONNECT_RATE),
             Scenario::Idle => (IDLE_RATE, crate::cli::DEFAULT_CONNECT_RATE),
             Scenario::Storm => (self.rate, 0.0),
         };
@@ -165,16 +191,64 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let load = rt.block_on(crate::load::run(&cfg));
+    let mut sweep = Vec::new();
+    let mut best = None;
+    let load = if args.scenario == Scenario::Sweep {
+        let mut k = 1.0;
+        loop {
+            let cfg = crate::cli::LoadConfig {
+                rate: args.rate * k,
+                ..cfg.clone()
+            };
+            let r = rt.block_on(crate::load::run(&cfg));
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = sampler.join();
+                    return Err(e);
+                }
+            };
+            let p99 = r.latency_us.delivery.p99 as f64 / 1e3;
+            let passed = r.clean() && p99 < args.p99_ms;
+            eprintln!(
+                "perf: sweep {:.0} msg/s: delivery p99 {p99:.2} ms, clean {}",
+                cfg.rate,
+                r.clean()
+            );
+            sweep.push(SweepPoint {
+                rate: cfg.rate,
+                delivery_p99_ms: p99,
+                clean: r.clean(),
+                passed,
+                received: r.messages.received,
+            });
+            if passed {
+                best = Some(cfg.rate);
+            }
+            k += 1.0;
+            if !passed || args.rate * k > args.max_rate {
+                break Ok(r);
+            }
+        }
+    } else {
+        rt.block_on(crate::load::run(&cfg))
+    };
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let load = load?;
+    let load: Report = load?;
     let after: Vec<ProcSample> = pids
         .iter()
         .map(|(_, p)| procstat::sample(*p).unwrap_or_default())
         .collect();
     let peaks = peaks.lock().map(|p| p.clone()).unwrap_or_default();
-    let msgs = load.messages.received.max(1) as f64;
+    // CPU covers every run of a sweep, so divide by every run's messages.
+    let msgs = if sweep.is_empty() {
+        load.messages.received
+    } else {
+        sweep.iter().map(|p| p.received).sum()
+    }
+    .max(1) as f64;
     let servers = pids
         .into_iter()
         .zip(before.into_iter().zip(after))
@@ -200,6 +274,8 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
         scenario: args.scenario,
         servers,
         load,
+        sweep,
+        max_rate_p99_under_bound: best,
     })
 }
 
@@ -208,6 +284,24 @@ impl RunReport {
     pub fn table(&self) -> String {
         use std::fmt::Write as _;
         let mut out = self.load.table();
+        for p in &self.sweep {
+            let _ = writeln!(
+                out,
+                "sweep {:>9.0} msg/s  delivery p99 {:>9.2} ms  clean {:<5}  {}",
+                p.rate,
+                p.delivery_p99_ms,
+                p.clean,
+                if p.passed { "pass" } else { "FAIL" }
+            );
+        }
+        if self.scenario == Scenario::Sweep {
+            let _ = writeln!(
+                out,
+                "highest rate with delivery p99 under the bound: {}",
+                self.max_rate_p99_under_bound
+                    .map_or("none".to_string(), |r| format!("{r:.0} msg/s"))
+            );
+        }
         let _ = writeln!(
             out,
             "\n{:<10} {:>9} {:>11} {:>12} {:>13} {:>10} {:>12}",
