@@ -17,6 +17,22 @@ OPS=${2:-}
 CLIENTS=${CLIENTS:-"ours ours-epoll redis-rs fred redis-benchmark"}
 DEPTHS=${DEPTHS:-"1 16 128"}
 MIXES=${MIXES:-"setget registry"}
+# tasks: N tasks awaiting one request at a time; pipeline: one task queues N, then awaits them
+# (redis-benchmark -P N). redis-benchmark runs once per depth.
+STYLES=${STYLES:-"tasks pipeline"}
+
+# Runs every client in every style: run_all <fn> <mix> <depth>.
+run_all() {
+    for client in $CLIENTS; do
+        if [ "$client" = redis-benchmark ]; then
+            "$1" "$client" "$2" "$3" tasks
+        else
+            for style in $STYLES; do
+                "$1" "$client" "$2" "$3" "$style"
+            done
+        fi
+    done
+}
 
 (cd resp-client/compare && cargo build --release -q)
 BIN=resp-client/compare/target/release/resp-compare
@@ -37,21 +53,22 @@ echo "# client mix depth ops seconds ops_per_sec cpu_ns_per_op|instr_per_op"
 case "$MODE" in
 rusage)
     OPS=${OPS:-200000}
+    one() {
+        local n=$OPS
+        [ "$3" = 1 ] && n=$((OPS / 4))
+        taskset -c 0 "$BIN" --addr "127.0.0.1:$PORT" --client "$1" --mix "$2" \
+            --depth "$3" --ops "$n" --warmup $((n / 10)) --style "$4"
+    }
     for mix in $MIXES; do
         for depth in $DEPTHS; do
-            n=$OPS
-            [ "$depth" = 1 ] && n=$((OPS / 4))
-            for client in $CLIENTS; do
-                taskset -c 0 "$BIN" --addr "127.0.0.1:$PORT" --client "$client" --mix "$mix" \
-                    --depth "$depth" --ops "$n" --warmup $((n / 10))
-            done
+            run_all one "$mix" "$depth"
         done
     done
     ;;
 callgrind)
     SHORT=${OPS:-2000}
     LONG=$((SHORT * 3))
-    ir() { # client mix depth ops -> instructions of the whole run
+    ir() { # client mix depth ops style -> instructions of the whole run
         local out
         out=$(mktemp)
         if [ "$1" = redis-benchmark ]; then
@@ -59,26 +76,31 @@ callgrind)
             valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" \
                 "$BIN" --addr "127.0.0.1:$PORT" --client "$1" --mix "$2" --depth "$3" \
                 --ops "$4" >/dev/null 2>&1
-            cat "$out".* | awk '/^summary:/ {s += $2} END {print s}' >"$out.sum"
-            # Minus the harness itself (one summary per process; the harness' is the smallest).
-            local harness
-            harness=$(for f in "$out".*; do awk '/^summary:/ {print $2}' "$f"; done | sort -n | head -1)
-            echo $(($(cat "$out.sum") - harness))
+            # One profile per process: count redis-benchmark's, not the harness that ran it.
+            for f in "$out".*; do
+                if grep -Eq '^cmd: +[^ ]*redis-benchmark ' "$f"; then
+                    awk '/^summary:/ {print $2}' "$f"
+                fi
+            done | awk '{s += $1} END {print s}'
             rm -f "$out".*
         else
             valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --addr "127.0.0.1:$PORT" \
-                --client "$1" --mix "$2" --depth "$3" --ops "$4" --warmup 200 >/dev/null 2>&1
+                --client "$1" --mix "$2" --depth "$3" --ops "$4" --warmup 200 --style "$5" \
+                >/dev/null 2>&1
             awk '/^summary:/ {print $2}' "$out"
             rm -f "$out"
         fi
     }
+    one() {
+        local a b name=$1
+        a=$(ir "$1" "$2" "$3" "$SHORT" "$4")
+        b=$(ir "$1" "$2" "$3" "$LONG" "$4")
+        [ "$4" = pipeline ] && name="$1/pipeline"
+        echo "$name $2 $3 $((LONG - SHORT)) - - $(((b - a) / (LONG - SHORT)))"
+    }
     for mix in $MIXES; do
         for depth in $DEPTHS; do
-            for client in $CLIENTS; do
-                a=$(ir "$client" "$mix" "$depth" "$SHORT")
-                b=$(ir "$client" "$mix" "$depth" "$LONG")
-                echo "$client $mix $depth $((LONG - SHORT)) - - $(((b - a) / (LONG - SHORT)))"
-            done
+            run_all one "$mix" "$depth"
         done
     done
     ;;

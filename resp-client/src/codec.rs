@@ -6,7 +6,7 @@
 //! and terminator; the reply is then built from those checked bytes in one pass, as [`Reply`]
 //! values that share the read buffer's memory.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::scan::{find_crlf, parse_int, Limits, Scanner};
 use crate::{Error, Reply};
@@ -170,9 +170,27 @@ impl Decoder {
         let Some(len) = self.scanner.scan(buf, &self.limits)? else {
             return Ok(None);
         };
+        if let Some(reply) = bare(&buf[..len])? {
+            buf.advance(len);
+            return Ok(Some(reply));
+        }
         let bytes = buf.split_to(len).freeze();
         build(&bytes).map(Some)
     }
+}
+
+/// The replies that keep no bytes (integers, `+OK`, nil, empty arrays), read in place: no
+/// split of the read buffer, no reference counting. `None` for every other reply.
+fn bare(reply: &[u8]) -> Result<Option<Reply>, Error> {
+    let line = &reply[1..reply.len() - 2];
+    Ok(match (reply[0], line) {
+        (b':', digits) => Some(Reply::Int(parse_int(digits)?)),
+        (b'+', b"OK") => Some(Reply::Simple(Bytes::from_static(b"OK"))),
+        (b'+', b"PONG") => Some(Reply::Simple(Bytes::from_static(b"PONG"))),
+        (b'$' | b'*', b"-1") => Some(Reply::Nil),
+        (b'*', b"0") => Some(Reply::Array(Vec::new())),
+        _ => None,
+    })
 }
 
 /// Builds the one reply that `bytes` holds, exactly, as checked by the scan (types, lengths,

@@ -7,8 +7,11 @@
 //!              --mix setget|registry --depth 16 --ops 200000
 //! ```
 //!
-//! Every client uses one connection. `--depth N` = N requests in flight: N tasks each awaiting
-//! its requests one after another (redis-benchmark: `-c 1 -P N`). Mixes:
+//! Every client uses one connection. `--depth N` = N operations in flight, in one of two
+//! styles: `--style tasks` (default): N tasks each awaiting its operations one after another;
+//! `--style pipeline`: one task queues N operations (ours: N `submit`s; redis-rs: one
+//! `redis::pipe()`; fred: one `pipeline()`) and then awaits them, like redis-benchmark's
+//! `-c 1 -P N`. Mixes:
 //! - `setget`: `SET key:<i> <32 bytes> EX 60` for half the ops, then `GET key:<i>`, over 10,000
 //!   keys;
 //! - `registry`: the session registry's commands over 10,000 users, per 10 operations one
@@ -41,6 +44,9 @@ struct Args {
     depth: u64,
     ops: u64,
     warmup: u64,
+    /// `tasks`: `depth` tasks, each awaiting its requests one by one. `pipeline`: one task
+    /// queues `depth` operations, then awaits them all (redis-benchmark's `-P`).
+    pipeline: bool,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +57,7 @@ fn parse_args() -> Args {
         depth: 16,
         ops: 200_000,
         warmup: 20_000,
+        pipeline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +75,13 @@ fn parse_args() -> Args {
             "--depth" => a.depth = v.parse().expect("--depth N"),
             "--ops" => a.ops = v.parse().expect("--ops N"),
             "--warmup" => a.warmup = v.parse().expect("--warmup N"),
+            "--style" => {
+                a.pipeline = match v.as_str() {
+                    "tasks" => false,
+                    "pipeline" => true,
+                    _ => panic!("--style tasks|pipeline"),
+                }
+            }
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -89,42 +103,58 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// What one operation does.
+/// What one operation does. Keys and members are made once up front ([`Names`]), so the
+/// per-op cost measured is the client's, not the harness' string formatting.
 enum Op {
-    Set(String),
-    Get(String),
-    Register { key: String, member: String },
-    Refresh { key: String, member: String },
-    Lookup(String),
+    Set(&'static str),
+    Get(&'static str),
+    Register {
+        key: &'static str,
+        member: &'static str,
+    },
+    Refresh {
+        key: &'static str,
+        member: &'static str,
+    },
+    Lookup(&'static str),
+}
+
+/// Every key and member the mixes use.
+struct Names {
+    keys: Vec<String>,
+    users: Vec<String>,
+    members: Vec<String>,
+}
+
+fn names() -> &'static Names {
+    static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| Names {
+        keys: (0..KEYS).map(|i| format!("key:{i}")).collect(),
+        users: (0..KEYS).map(|u| format!("connect:u:{{user{u}}}")).collect(),
+        members: (0..KEYS)
+            .map(|u| format!("{:016x}|gw-1|{}|10.0.0.7:7100", u, u % 4))
+            .collect(),
+    })
 }
 
 /// Operation `i` of phase `phase` (setget: 0 = SET, 1 = GET).
 fn op(mix: Mix, phase: u32, i: u64) -> Op {
+    let n = names();
+    let u = (i % KEYS) as usize;
     match mix {
-        Mix::SetGet => {
-            let key = format!("key:{}", i % KEYS);
-            if phase == 0 {
-                Op::Set(key)
-            } else {
-                Op::Get(key)
-            }
-        }
-        Mix::Registry => {
-            let u = i % KEYS;
-            let key = format!("connect:u:{{user{u}}}");
-            let member = || format!("{:016x}|gw-1|{}|10.0.0.7:7100", u, u % 4);
-            match i % 10 {
-                0 => Op::Register {
-                    key,
-                    member: member(),
-                },
-                5 => Op::Refresh {
-                    key,
-                    member: member(),
-                },
-                _ => Op::Lookup(key),
-            }
-        }
+        Mix::SetGet if phase == 0 => Op::Set(&n.keys[u]),
+        Mix::SetGet => Op::Get(&n.keys[u]),
+        Mix::Registry => match i % 10 {
+            0 => Op::Register {
+                key: &n.users[u],
+                member: &n.members[u],
+            },
+            5 => Op::Refresh {
+                key: &n.users[u],
+                member: &n.members[u],
+            },
+            _ => Op::Lookup(&n.users[u]),
+        },
     }
 }
 
@@ -142,8 +172,13 @@ struct Outcome {
 
 fn report(a: &Args, o: &Outcome, ops: u64) {
     println!(
-        "{} {} {} {} {:.3} {:.0} {:.0}",
+        "{}{} {} {} {} {:.3} {:.0} {:.0}",
         a.client,
+        if a.pipeline && a.client != "redis-benchmark" {
+            "/pipeline"
+        } else {
+            ""
+        },
         match a.mix {
             Mix::SetGet => "setget",
             Mix::Registry => "registry",
@@ -158,6 +193,7 @@ fn report(a: &Args, o: &Outcome, ops: u64) {
 
 fn main() {
     let a = parse_args();
+    names();
     match a.client.as_str() {
         "ours" => ours(&a, runtime::rt::Backend::Uring),
         "ours-epoll" => ours(&a, runtime::rt::Backend::Epoll),
@@ -181,19 +217,39 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
             .wait_connected(Duration::from_secs(5))
             .await
             .expect("connect");
-        async fn one(client: &Client, o: Op) {
-            let ok = match o {
-                Op::Set(k) => client
-                    .submit(&[b"SET", k.as_bytes(), VALUE.as_bytes(), b"EX", b"60"])
-                    .await
-                    .is_ok(),
-                Op::Get(k) => client.submit(&[b"GET", k.as_bytes()]).await.is_ok(),
+        enum Started {
+            One(resp_client::ReplyFuture),
+            Batch(resp_client::BatchFuture),
+        }
+        impl Started {
+            async fn finish(self) {
+                let ok = match self {
+                    Started::One(f) => f.await.is_ok(),
+                    Started::Batch(f) => f.await.is_ok(),
+                };
+                assert!(ok, "request failed");
+            }
+        }
+        /// Queues the operation's commands now.
+        fn start(client: &Client, o: Op) -> Started {
+            match o {
+                Op::Set(k) => Started::One(client.submit(&[
+                    b"SET",
+                    k.as_bytes(),
+                    VALUE.as_bytes(),
+                    b"EX",
+                    b"60",
+                ])),
+                Op::Get(k) => Started::One(client.submit(&[b"GET", k.as_bytes()])),
                 Op::Lookup(k) => {
                     let min = format!("({}", now_ms());
-                    client
-                        .submit(&[b"ZRANGE", k.as_bytes(), min.as_bytes(), b"+inf", b"BYSCORE"])
-                        .await
-                        .is_ok()
+                    Started::One(client.submit(&[
+                        b"ZRANGE",
+                        k.as_bytes(),
+                        min.as_bytes(),
+                        b"+inf",
+                        b"BYSCORE",
+                    ]))
                 }
                 Op::Register { key, member } => {
                     let (now, ttl) = (now_ms(), Int::from(60_000));
@@ -208,7 +264,7 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                     ]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
-                    client.submit_batch(b).await.is_ok()
+                    Started::Batch(client.submit_batch(b))
                 }
                 Op::Refresh { key, member } => {
                     let (now, ttl) = (now_ms(), Int::from(60_000));
@@ -222,10 +278,9 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                     ]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
-                    client.submit_batch(b).await.is_ok()
+                    Started::Batch(client.submit_batch(b))
                 }
-            };
-            assert!(ok, "request failed");
+            }
         }
         let run = |ops: u64| {
             let client = client.clone();
@@ -233,6 +288,19 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
             async move {
                 for phase in 0..phases(args.mix) {
                     let per_phase = ops / u64::from(phases(args.mix));
+                    if args.pipeline {
+                        let mut started = Vec::with_capacity(args.depth as usize);
+                        let mut i = 0;
+                        while i < per_phase {
+                            let end = (i + args.depth).min(per_phase);
+                            started.extend((i..end).map(|j| start(&client, op(args.mix, phase, j))));
+                            for s in started.drain(..) {
+                                s.finish().await;
+                            }
+                            i = end;
+                        }
+                        continue;
+                    }
                     let mut tasks = Vec::new();
                     for t in 0..args.depth {
                         let client = client.clone();
@@ -241,7 +309,7 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                         tasks.push(runtime::rt::spawn(async move {
                             let mut i = t;
                             while i < per_phase {
-                                one(&client, op(mix, phase, i)).await;
+                                start(&client, op(mix, phase, i)).finish().await;
                                 i += depth;
                             }
                         }));
@@ -280,21 +348,51 @@ fn redis_rs(a: &Args) {
     let o = rt.block_on(async move {
         let client = redis::Client::open(format!("redis://{}", args.addr)).unwrap();
         let con = client.get_multiplexed_async_connection().await.unwrap();
+        /// Adds the operation's commands to `p`.
+        fn add(p: &mut redis::Pipeline, o: Op) {
+            match o {
+                Op::Set(k) => {
+                    p.cmd("SET").arg(k).arg(VALUE).arg("EX").arg(60);
+                }
+                Op::Get(k) => {
+                    p.cmd("GET").arg(k);
+                }
+                Op::Lookup(k) => {
+                    p.cmd("ZRANGE")
+                        .arg(k)
+                        .arg(format!("({}", now_ms()))
+                        .arg("+inf")
+                        .arg("BYSCORE");
+                }
+                Op::Register { key, member } => {
+                    let now = now_ms();
+                    p.cmd("ZREMRANGEBYSCORE").arg(key).arg("-inf").arg(now);
+                    p.cmd("ZADD").arg(key).arg(now + 60_000).arg(member);
+                    p.cmd("PEXPIRE").arg(key).arg(60_000).arg("NX");
+                    p.cmd("PEXPIRE").arg(key).arg(60_000).arg("GT");
+                }
+                Op::Refresh { key, member } => {
+                    p.cmd("ZADD").arg(key).arg(now_ms() + 60_000).arg(member);
+                    p.cmd("PEXPIRE").arg(key).arg(60_000).arg("NX");
+                    p.cmd("PEXPIRE").arg(key).arg(60_000).arg("GT");
+                }
+            }
+        }
         async fn one(con: &mut redis::aio::MultiplexedConnection, o: Op) {
             let r: redis::RedisResult<redis::Value> = match o {
                 Op::Set(k) => {
                     redis::cmd("SET")
-                        .arg(&k)
+                        .arg(k)
                         .arg(VALUE)
                         .arg("EX")
                         .arg(60)
                         .query_async(con)
                         .await
                 }
-                Op::Get(k) => redis::cmd("GET").arg(&k).query_async(con).await,
+                Op::Get(k) => redis::cmd("GET").arg(k).query_async(con).await,
                 Op::Lookup(k) => {
                     redis::cmd("ZRANGE")
-                        .arg(&k)
+                        .arg(k)
                         .arg(format!("({}", now_ms()))
                         .arg("+inf")
                         .arg("BYSCORE")
@@ -305,19 +403,19 @@ fn redis_rs(a: &Args) {
                     let now = now_ms();
                     redis::pipe()
                         .cmd("ZREMRANGEBYSCORE")
-                        .arg(&key)
+                        .arg(key)
                         .arg("-inf")
                         .arg(now)
                         .cmd("ZADD")
-                        .arg(&key)
+                        .arg(key)
                         .arg(now + 60_000)
-                        .arg(&member)
+                        .arg(member)
                         .cmd("PEXPIRE")
-                        .arg(&key)
+                        .arg(key)
                         .arg(60_000)
                         .arg("NX")
                         .cmd("PEXPIRE")
-                        .arg(&key)
+                        .arg(key)
                         .arg(60_000)
                         .arg("GT")
                         .query_async(con)
@@ -327,15 +425,15 @@ fn redis_rs(a: &Args) {
                     let now = now_ms();
                     redis::pipe()
                         .cmd("ZADD")
-                        .arg(&key)
+                        .arg(key)
                         .arg(now + 60_000)
-                        .arg(&member)
+                        .arg(member)
                         .cmd("PEXPIRE")
-                        .arg(&key)
+                        .arg(key)
                         .arg(60_000)
                         .arg("NX")
                         .cmd("PEXPIRE")
-                        .arg(&key)
+                        .arg(key)
                         .arg(60_000)
                         .arg("GT")
                         .query_async(con)
@@ -350,6 +448,22 @@ fn redis_rs(a: &Args) {
             async move {
                 for phase in 0..phases(args.mix) {
                     let per_phase = ops / u64::from(phases(args.mix));
+                    if args.pipeline {
+                        let mut con = con.clone();
+                        let mut i = 0;
+                        while i < per_phase {
+                            let end = (i + args.depth).min(per_phase);
+                            let mut p = redis::pipe();
+                            for j in i..end {
+                                add(&mut p, op(args.mix, phase, j));
+                            }
+                            let r: redis::RedisResult<Vec<redis::Value>> =
+                                p.query_async(&mut con).await;
+                            r.expect("pipeline failed");
+                            i = end;
+                        }
+                        continue;
+                    }
                     let mut tasks = Vec::new();
                     for t in 0..args.depth {
                         let mut con = con.clone();
@@ -392,58 +506,68 @@ fn fred_client(a: &Args) {
         let config = Config::from_url(&format!("redis://{}", args.addr)).unwrap();
         let client = Builder::from_config(config).build().unwrap();
         client.init().await.unwrap();
-        async fn one(client: &fred::clients::Client, o: Op) {
+        type FredPipeline = fred::clients::Pipeline<fred::clients::Client>;
+        /// Queues the operation's commands on `p`.
+        async fn add(p: &FredPipeline, o: Op) {
             use fred::cmd;
-            let r: Result<Value, Error> = match o {
-                Op::Set(k) => {
-                    client
-                        .set(&k, VALUE, Some(Expiration::EX(60)), None, false)
-                        .await
-                }
-                Op::Get(k) => client.get(&k).await,
+            let queued: Result<(), Error> = match o {
+                Op::Set(k) => p.set(k, VALUE, Some(Expiration::EX(60)), None, false).await,
+                Op::Get(k) => p.get(k).await,
                 Op::Lookup(k) => {
                     let min = format!("({}", now_ms());
-                    client
-                        .custom(cmd!("ZRANGE"), vec![k.as_str(), &min, "+inf", "BYSCORE"])
+                    p.custom(cmd!("ZRANGE"), vec![k, &min, "+inf", "BYSCORE"])
                         .await
                 }
                 Op::Register { key, member } => {
                     let now = now_ms();
                     let (now_s, exp) = (now.to_string(), (now + 60_000).to_string());
-                    let p = client.pipeline();
                     let _: () = p
-                        .custom(cmd!("ZREMRANGEBYSCORE"), vec![key.as_str(), "-inf", &now_s])
+                        .custom(cmd!("ZREMRANGEBYSCORE"), vec![key, "-inf", &now_s])
                         .await
                         .unwrap();
                     let _: () = p
-                        .custom(cmd!("ZADD"), vec![key.as_str(), &exp, &member])
+                        .custom(cmd!("ZADD"), vec![key, &exp, member])
                         .await
                         .unwrap();
                     let _: () = p
-                        .custom(cmd!("PEXPIRE"), vec![key.as_str(), "60000", "NX"])
+                        .custom(cmd!("PEXPIRE"), vec![key, "60000", "NX"])
                         .await
                         .unwrap();
-                    let _: () = p
-                        .custom(cmd!("PEXPIRE"), vec![key.as_str(), "60000", "GT"])
-                        .await
-                        .unwrap();
-                    p.all().await
+                    p.custom(cmd!("PEXPIRE"), vec![key, "60000", "GT"]).await
                 }
                 Op::Refresh { key, member } => {
                     let exp = (now_ms() + 60_000).to_string();
+                    let _: () = p
+                        .custom(cmd!("ZADD"), vec![key, &exp, member])
+                        .await
+                        .unwrap();
+                    let _: () = p
+                        .custom(cmd!("PEXPIRE"), vec![key, "60000", "NX"])
+                        .await
+                        .unwrap();
+                    p.custom(cmd!("PEXPIRE"), vec![key, "60000", "GT"]).await
+                }
+            };
+            queued.expect("queue on pipeline");
+        }
+        async fn one(client: &fred::clients::Client, o: Op) {
+            use fred::cmd;
+            let r: Result<Value, Error> = match o {
+                Op::Set(k) => {
+                    client
+                        .set(k, VALUE, Some(Expiration::EX(60)), None, false)
+                        .await
+                }
+                Op::Get(k) => client.get(k).await,
+                Op::Lookup(k) => {
+                    let min = format!("({}", now_ms());
+                    client
+                        .custom(cmd!("ZRANGE"), vec![k, &min, "+inf", "BYSCORE"])
+                        .await
+                }
+                multi => {
                     let p = client.pipeline();
-                    let _: () = p
-                        .custom(cmd!("ZADD"), vec![key.as_str(), &exp, &member])
-                        .await
-                        .unwrap();
-                    let _: () = p
-                        .custom(cmd!("PEXPIRE"), vec![key.as_str(), "60000", "NX"])
-                        .await
-                        .unwrap();
-                    let _: () = p
-                        .custom(cmd!("PEXPIRE"), vec![key.as_str(), "60000", "GT"])
-                        .await
-                        .unwrap();
+                    add(&p, multi).await;
                     p.all().await
                 }
             };
@@ -455,6 +579,20 @@ fn fred_client(a: &Args) {
             async move {
                 for phase in 0..phases(args.mix) {
                     let per_phase = ops / u64::from(phases(args.mix));
+                    if args.pipeline {
+                        let mut i = 0;
+                        while i < per_phase {
+                            let end = (i + args.depth).min(per_phase);
+                            let p = client.pipeline();
+                            for j in i..end {
+                                add(&p, op(args.mix, phase, j)).await;
+                            }
+                            let r: Result<Value, Error> = p.all().await;
+                            r.expect("pipeline failed");
+                            i = end;
+                        }
+                        continue;
+                    }
                     let mut tasks = Vec::new();
                     for t in 0..args.depth {
                         let client = client.clone();
