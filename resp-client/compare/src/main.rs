@@ -130,7 +130,9 @@ fn names() -> &'static Names {
     static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| Names {
         keys: (0..KEYS).map(|i| format!("key:{i}")).collect(),
-        users: (0..KEYS).map(|u| format!("connect:u:{{user{u}}}")).collect(),
+        users: (0..KEYS)
+            .map(|u| format!("connect:u:{{user{u}}}"))
+            .collect(),
         members: (0..KEYS)
             .map(|u| format!("{:016x}|gw-1|{}|10.0.0.7:7100", u, u % 4))
             .collect(),
@@ -293,7 +295,8 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                         let mut i = 0;
                         while i < per_phase {
                             let end = (i + args.depth).min(per_phase);
-                            started.extend((i..end).map(|j| start(&client, op(args.mix, phase, j))));
+                            started
+                                .extend((i..end).map(|j| start(&client, op(args.mix, phase, j))));
                             for s in started.drain(..) {
                                 s.finish().await;
                             }
