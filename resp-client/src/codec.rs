@@ -150,12 +150,21 @@ impl Decoder {
     pub fn new(max_reply_bytes: usize, max_array_len: usize) -> Decoder {
         Decoder {
             limits: Limits {
+                resp3: false,
                 max_reply_bytes,
                 max_array_len,
                 max_depth: MAX_DEPTH,
             },
             scanner: Scanner::default(),
         }
+    }
+
+    /// Also accepts RESP3 replies (nulls `_`, doubles, booleans, big numbers, blob errors,
+    /// verbatim strings, maps, sets, pushes, attributes), for a connection after `HELLO 3`.
+    /// Off by default: a RESP2 connection treats those type bytes as protocol violations.
+    pub fn with_resp3(mut self, on: bool) -> Decoder {
+        self.limits.resp3 = on;
+        self
     }
 
     /// Forgets a partially scanned reply (use with a fresh buffer).
@@ -170,7 +179,7 @@ impl Decoder {
         let Some(len) = self.scanner.scan(buf, &self.limits)? else {
             return Ok(None);
         };
-        if let Some(reply) = bare(&buf[..len])? {
+        if let Some(reply) = bare(&buf[..len], self.limits.resp3)? {
             buf.advance(len);
             return Ok(Some(reply));
         }
@@ -181,7 +190,7 @@ impl Decoder {
 
 /// The replies that keep no bytes (integers, `+OK`, nil, empty arrays), read in place: no
 /// split of the read buffer, no reference counting. `None` for every other reply.
-fn bare(reply: &[u8]) -> Result<Option<Reply>, Error> {
+fn bare(reply: &[u8], resp3: bool) -> Result<Option<Reply>, Error> {
     let line = &reply[1..reply.len() - 2];
     Ok(match (reply[0], line) {
         (b':', digits) => Some(Reply::Int(parse_int(digits)?)),
@@ -189,8 +198,38 @@ fn bare(reply: &[u8]) -> Result<Option<Reply>, Error> {
         (b'+', b"PONG") => Some(Reply::Simple(Bytes::from_static(b"PONG"))),
         (b'$' | b'*', b"-1") => Some(Reply::Nil),
         (b'*', b"0") => Some(Reply::Array(Vec::new())),
+        (b'_', b"") if resp3 => Some(Reply::Nil),
         _ => None,
     })
+}
+
+/// The value of a complete aggregate.
+fn close(open: Open, mut items: Vec<Reply>) -> Reply {
+    match open {
+        Open::Array => Reply::Array(items),
+        Open::Set => Reply::Set(items),
+        Open::Push => Reply::Push(items),
+        Open::Map => {
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            Reply::Map(pairs)
+        }
+        Open::Attribute => items.pop().unwrap_or(Reply::Nil),
+    }
+}
+
+/// What an open aggregate becomes when its last element arrives.
+#[derive(Clone, Copy)]
+enum Open {
+    Array,
+    Set,
+    Push,
+    Map,
+    /// An attribute map followed by the value it describes: the value is kept.
+    Attribute,
 }
 
 /// Builds the one reply that `bytes` holds, exactly, as checked by the scan (types, lengths,
@@ -199,7 +238,7 @@ fn bare(reply: &[u8]) -> Result<Option<Reply>, Error> {
 /// count, which the scan bounded by the bytes actually present.
 fn build(bytes: &Bytes) -> Result<Reply, Error> {
     let bad = |what: &str| Error::Protocol(format!("malformed reply: {what}"));
-    let mut stack: Vec<(Vec<Reply>, usize)> = Vec::new();
+    let mut stack: Vec<(Open, Vec<Reply>, usize)> = Vec::new();
     let mut pos = 0;
     loop {
         let kind = *bytes.get(pos).ok_or_else(|| bad("truncated"))?;
@@ -228,20 +267,60 @@ fn build(bytes: &Bytes) -> Result<Reply, Error> {
                 }
                 _ => return Err(bad("bulk length")),
             },
-            b'*' => match parse_int(&bytes[line])? {
-                -1 => Reply::Nil,
-                0 => Reply::Array(Vec::new()),
-                n if n > 0 && stack.len() < MAX_DEPTH => {
-                    let n = n as usize;
-                    // At least 3 bytes per element ("+\r\n"): the scan saw them all.
-                    if n > (bytes.len() - pos) / 3 {
-                        return Err(bad("array count"));
-                    }
-                    stack.push((Vec::with_capacity(n), n));
-                    continue;
+            b'_' => Reply::Nil,
+            b'#' => Reply::Boolean(bytes[line] == *b"t"),
+            b',' => {
+                Reply::Double(crate::scan::parse_double(&bytes[line]).ok_or_else(|| bad("double"))?)
+            }
+            b'(' => Reply::BigNumber(bytes.slice(line)),
+            b'!' | b'=' => {
+                let n = usize::try_from(parse_int(&bytes[line])?).map_err(|_| bad("length"))?;
+                let end = pos + n;
+                if bytes.get(end..end + 2) != Some(&b"\r\n"[..]) {
+                    return Err(bad("blob"));
                 }
-                _ => return Err(bad("array")),
-            },
+                let v = bytes.slice(pos..end);
+                pos = end + 2;
+                if kind == b'!' {
+                    std::str::from_utf8(&v)
+                        .map_err(|_| Error::Protocol("error reply is not UTF-8".into()))?;
+                    Reply::Error(v)
+                } else if v.len() >= 4 && v[3] == b':' {
+                    Reply::Verbatim {
+                        format: v.slice(..3),
+                        text: v.slice(4..),
+                    }
+                } else {
+                    return Err(bad("verbatim string"));
+                }
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let n = parse_int(&bytes[line])?;
+                let (open, per, extra) = match kind {
+                    b'*' => (Open::Array, 1, 0),
+                    b'~' => (Open::Set, 1, 0),
+                    b'>' => (Open::Push, 1, 0),
+                    b'%' => (Open::Map, 2, 0),
+                    _ => (Open::Attribute, 2, 1),
+                };
+                if n == -1 && kind == b'*' {
+                    Reply::Nil
+                } else if n < 0 {
+                    return Err(bad("aggregate count"));
+                } else {
+                    let elements = (n as usize).saturating_mul(per).saturating_add(extra);
+                    // At least 3 bytes per element ("+\r\n"): the scan saw them all.
+                    if elements > (bytes.len() - pos) / 3 || stack.len() >= MAX_DEPTH {
+                        return Err(bad("aggregate"));
+                    }
+                    if elements == 0 {
+                        close(open, Vec::new())
+                    } else {
+                        stack.push((open, Vec::with_capacity(elements), elements));
+                        continue;
+                    }
+                }
+            }
             _ => return Err(bad("type byte")),
         };
         // One value is complete: add it to its array, closing every array it completes.
@@ -249,14 +328,14 @@ fn build(bytes: &Bytes) -> Result<Reply, Error> {
             match stack.last_mut() {
                 None if pos == bytes.len() => return Ok(value),
                 None => return Err(bad("trailing bytes")),
-                Some((items, left)) => {
+                Some((_, items, left)) => {
                     items.push(value);
                     *left -= 1;
                     if *left > 0 {
                         break;
                     }
-                    let (items, _) = stack.pop().ok_or_else(|| bad("stack"))?;
-                    value = Reply::Array(items);
+                    let (open, items, _) = stack.pop().ok_or_else(|| bad("stack"))?;
+                    value = close(open, items);
                 }
             }
         }
@@ -409,6 +488,72 @@ mod tests {
             None,
             "short array"
         );
+    }
+
+    #[test]
+    fn resp3_types() {
+        let wire = b"_\r\n#t\r\n,1.5\r\n,-inf\r\n(12345678901234567890\r\n!3\r\nERR\r\n\
+            =7\r\ntxt:abc\r\n%2\r\n+a\r\n:1\r\n+b\r\n_\r\n~1\r\n:2\r\n>2\r\n+x\r\n+y\r\n\
+            |1\r\n+ttl\r\n:3\r\n:42\r\n%0\r\n*1\r\n|0\r\n#f\r\n";
+        let mut dec = Decoder::default().with_resp3(true);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        // Byte by byte: the RESP3 framing resumes like RESP2's.
+        for &b in wire.iter() {
+            buf.put_u8(b);
+            while let Some(r) = dec.decode(&mut buf).unwrap() {
+                got.push(r);
+            }
+        }
+        let s = |t: &'static str| Reply::Simple(Bytes::from_static(t.as_bytes()));
+        assert_eq!(
+            got,
+            vec![
+                Reply::Nil,
+                Reply::Boolean(true),
+                Reply::Double(1.5),
+                Reply::Double(f64::NEG_INFINITY),
+                Reply::BigNumber(Bytes::from_static(b"12345678901234567890")),
+                Reply::Error(Bytes::from_static(b"ERR")),
+                Reply::Verbatim {
+                    format: Bytes::from_static(b"txt"),
+                    text: Bytes::from_static(b"abc")
+                },
+                Reply::Map(vec![(s("a"), Reply::Int(1)), (s("b"), Reply::Nil)]),
+                Reply::Set(vec![Reply::Int(2)]),
+                Reply::Push(vec![s("x"), s("y")]),
+                Reply::Int(42), // the attribute is dropped, its value kept
+                Reply::Map(vec![]),
+                Reply::Array(vec![Reply::Boolean(false)]),
+            ]
+        );
+        assert!(buf.is_empty());
+        // A RESP2 decoder refuses RESP3 types; a RESP3 one refuses malformed values.
+        for bad in [&b"_\r\n"[..], b"%1\r\n", b"#t\r\n"] {
+            let mut buf = BytesMut::from(bad);
+            assert!(Decoder::default().decode(&mut buf).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &b"_x\r\n"[..],
+            b"#x\r\n",
+            b",abc\r\n",
+            b"(12a\r\n",
+            b"=2\r\nab\r\n",
+            b"=4\r\nabcd\r\n",
+            b"!-1\r\n",
+            b"~-1\r\n",
+            b"*?\r\n",
+        ] {
+            let mut buf = BytesMut::from(bad);
+            let r = Decoder::default().with_resp3(true).decode(&mut buf);
+            assert!(r.is_err(), "{bad:?}: {r:?}");
+        }
+        // Map counts are bounded like arrays (2 elements per entry).
+        let mut buf = BytesMut::from(&b"%600000\r\n"[..]);
+        let r = Decoder::new(1 << 20, 1000)
+            .with_resp3(true)
+            .decode(&mut buf);
+        assert!(matches!(r, Err(Error::Protocol(m)) if m.starts_with("array length")));
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct Config {
     /// TLS (URL `rediss://`), e.g. ElastiCache in-transit encryption. Default `None`: plain
     /// TCP. In cluster mode every node connection uses it.
     pub tls: Option<TlsConfig>,
+    /// Ask for RESP3 with `HELLO 3` (carrying `AUTH`) on every connection, falling back to
+    /// RESP2 (and a plain `AUTH`) when the server does not know `HELLO` (Redis before 6) or
+    /// refuses protocol 3 (URL `?protocol=2` turns it off). Default `true`: one round trip
+    /// does both the protocol and the login, and replies keep their RESP3 types (maps,
+    /// doubles, nulls). Pushes (`>`) are never matched to requests; Connect subscribes to none.
+    pub resp3: bool,
     /// Most `MOVED`/`ASK` redirects one command follows before failing with
     /// [`Error::ClusterUnavailable`]. Default 5: one redirect is normal during a resharding,
     /// more means the slot map changes faster than it can be learnt.
@@ -115,6 +121,7 @@ impl Default for Config {
             cluster: false,
             seeds: Vec::new(),
             tls: None,
+            resp3: true,
             max_redirects: 5,
             topology_refresh: Duration::from_secs(30),
             db: 0,
@@ -138,6 +145,7 @@ impl fmt::Debug for Config {
             .field("cluster", &self.cluster)
             .field("seeds", &self.seeds)
             .field("tls", &self.tls)
+            .field("resp3", &self.resp3)
             .field("max_redirects", &self.max_redirects)
             .field("topology_refresh", &self.topology_refresh)
             .field("db", &self.db)
@@ -161,8 +169,9 @@ impl Config {
     /// - `redis-cluster://[[user]:password@]host:port[,host:port...]` and
     ///   `rediss-cluster://...`: Redis Cluster, seeded by the listed nodes (no `/db`, or `/0`).
     ///
-    /// Query parameters (TLS schemes only): `ca=<PEM file>` ([`TlsConfig::ca_file`]) and
-    /// `sni=<name>` ([`TlsConfig::server_name`]). User and password may be percent-encoded.
+    /// Query parameters: `protocol=2` or `protocol=3` ([`Config::resp3`]); TLS schemes also
+    /// `ca=<PEM file>` ([`TlsConfig::ca_file`]) and `sni=<name>` ([`TlsConfig::server_name`]).
+    /// User and password may be percent-encoded.
     /// Unix-socket forms give [`Error::Unsupported`]; anything else malformed gives
     /// [`Error::InvalidConfig`] naming the part.
     pub fn from_url(url: &str) -> Result<Config, Error> {
@@ -239,6 +248,14 @@ impl Config {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             let value =
                 percent_decode(value).ok_or_else(|| bad(format!("bad %-escape in {key:?}")))?;
+            if key == "protocol" {
+                config.resp3 = match value.as_str() {
+                    "2" => false,
+                    "3" => true,
+                    _ => return Err(bad(format!("protocol {value:?} (expected 2 or 3)"))),
+                };
+                continue;
+            }
             let tls = config
                 .tls
                 .as_mut()
@@ -295,6 +312,11 @@ impl Config {
     /// Sets [`Config::tls`].
     pub fn with_tls(mut self, tls: Option<TlsConfig>) -> Self {
         self.tls = tls;
+        self
+    }
+    /// Sets [`Config::resp3`].
+    pub fn with_resp3(mut self, on: bool) -> Self {
+        self.resp3 = on;
         self
     }
     /// Sets [`Config::max_redirects`].

@@ -190,7 +190,7 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 failing = true;
                 reason
             }
-            Some(Ok(stream)) => {
+            Some(Ok((stream, resp3))) => {
                 backoff.reset();
                 failing = false;
                 let waiters = {
@@ -203,7 +203,7 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 };
                 waiters.into_iter().for_each(Waker::wake);
                 tracing::info!(addr = %cfg.addr, "connected to Redis");
-                let cause = serve(&shared, stream).await;
+                let cause = serve(&shared, stream, resp3).await;
                 let failed = {
                     let mut st = shared.state.borrow_mut();
                     st.connected = false;
@@ -256,9 +256,12 @@ pub(crate) async fn run(shared: Rc<Shared>) {
 }
 
 /// Runs one established connection until it fails; returns the cause.
-async fn serve(shared: &Shared, stream: Stream) -> Error {
+async fn serve(shared: &Shared, stream: Stream, resp3: bool) -> Error {
     let stream = RefCell::new(stream);
-    let io = or(read_loop(shared, &stream), write_loop(shared, &stream));
+    let io = or(
+        read_loop(shared, &stream, resp3),
+        write_loop(shared, &stream),
+    );
     let control = or(watchdog(shared), async {
         shared.shutdown_signal().await;
         Error::Closed
@@ -304,15 +307,19 @@ async fn write_loop(shared: &Shared, stream: &RefCell<Stream>) -> Error {
     }
 }
 
-async fn read_loop(shared: &Shared, stream: &RefCell<Stream>) -> Error {
+async fn read_loop(shared: &Shared, stream: &RefCell<Stream>, resp3: bool) -> Error {
     let cfg = &shared.config;
-    let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len);
+    let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len).with_resp3(resp3);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut now = Instant::now();
     loop {
         loop {
             match dec.decode(&mut rbuf) {
+                Ok(Some(crate::Reply::Push(push))) => {
+                    // Out of band (RESP3): never the answer to a request.
+                    tracing::debug!(len = push.len(), "ignoring a RESP3 push from Redis");
+                }
                 Ok(Some(reply)) => {
                     let slot = {
                         let mut st = shared.state.borrow_mut();

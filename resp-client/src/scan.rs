@@ -8,9 +8,11 @@
 
 use crate::Error;
 
-/// Limits applied to every reply.
+/// Limits applied to every reply, and the protocol version.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// Accept RESP3 types too (after `HELLO 3`).
+    pub resp3: bool,
     /// Largest whole reply, in bytes, including RESP framing.
     pub max_reply_bytes: usize,
     /// Largest element count of one array.
@@ -44,24 +46,24 @@ impl Scanner {
 
     /// `Ok(Some(n))` when `buf[..n]` holds one complete reply (the scanner is then reset for the
     /// next one), `Ok(None)` when more bytes are needed, `Err` when the bytes are not valid RESP2
-    /// or exceed `limits`.
+    /// (RESP3 with [`Limits::resp3`]) or exceed `limits`.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, Error> {
         loop {
             let start = self.pos;
             let Some(&kind) = buf.get(start) else {
                 return Ok(None);
             };
-            if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+            let Some(class) = class(kind, limits.resp3) else {
                 return Err(Error::Protocol(format!(
                     "invalid reply type byte 0x{kind:02x} at offset {start}"
                 )));
-            }
+            };
             let from = self.line_from.max(start + 1);
             let Some(line_end) = find_crlf(buf, from) else {
                 // Resume at the last byte next time: it may be the '\r' of the CRLF.
                 self.line_from = buf.len().saturating_sub(1).max(start + 1);
                 let line_len = buf.len() - start - 1;
-                if kind != b'+' && kind != b'-' && line_len > MAX_NUMBER_LINE + 1 {
+                if !free_text(kind) && line_len > MAX_NUMBER_LINE + 1 {
                     return Err(Error::Protocol(format!(
                         "'{}' header line longer than {MAX_NUMBER_LINE} bytes",
                         kind as char
@@ -73,11 +75,9 @@ impl Scanner {
             self.line_from = 0;
             let line = &buf[start + 1..line_end];
             let mut next = line_end + 2;
-            match kind {
-                b':' => {
-                    parse_int(line)?;
-                }
-                b'$' => {
+            match class {
+                Class::Line => check_line(kind, line)?,
+                Class::Blob => {
                     let len = parse_int(line)?;
                     if len >= 0 {
                         let len = len as u64;
@@ -98,37 +98,45 @@ impl Scanner {
                                 "bulk string not terminated by CRLF".into(),
                             ));
                         }
-                    } else if len != -1 {
+                        // A verbatim string starts with its 3-byte format and ':'.
+                        if kind == b'=' && (len < 4 || buf[line_end + 5] != b':') {
+                            return Err(Error::Protocol("malformed verbatim string".into()));
+                        }
+                    } else if len != -1 || kind != b'$' {
                         return Err(Error::Protocol(format!("negative bulk length {len}")));
                     }
                 }
-                b'*' => {
+                Class::Aggregate { per, extra } => {
                     let len = parse_int(line)?;
-                    if len > 0 {
-                        let len = len as u64;
-                        if len > limits.max_array_len as u64 {
+                    if len == -1 && kind == b'*' {
+                        // RESP2 null array: a complete element.
+                    } else if len < 0 {
+                        return Err(Error::Protocol(format!("negative array length {len}")));
+                    } else {
+                        let count = len as u64;
+                        if count > limits.max_array_len as u64 {
                             return Err(too_large(
                                 "array length",
-                                len,
+                                count,
                                 limits.max_array_len as u64,
                             ));
                         }
-                        if self.open.len() >= limits.max_depth {
-                            return Err(too_large(
-                                "nesting depth",
-                                self.open.len() as u64 + 1,
-                                limits.max_depth as u64,
-                            ));
+                        let elements = count.saturating_mul(per).saturating_add(extra);
+                        if elements > 0 {
+                            if self.open.len() >= limits.max_depth {
+                                return Err(too_large(
+                                    "nesting depth",
+                                    self.open.len() as u64 + 1,
+                                    limits.max_depth as u64,
+                                ));
+                            }
+                            check_total(next, limits)?;
+                            self.open.push(elements);
+                            self.pos = next;
+                            continue;
                         }
-                        check_total(next, limits)?;
-                        self.open.push(len);
-                        self.pos = next;
-                        continue;
-                    } else if len < -1 {
-                        return Err(Error::Protocol(format!("negative array length {len}")));
                     }
                 }
-                _ => {} // '+' and '-': the line is the value
             }
             check_total(next, limits)?;
             self.pos = next;
@@ -151,6 +159,71 @@ impl Scanner {
             }
         }
     }
+}
+
+/// How a reply type is framed.
+#[derive(Clone, Copy)]
+enum Class {
+    /// The header line is the whole value.
+    Line,
+    /// A length, then that many bytes and CRLF.
+    Blob,
+    /// A count, then `count * per + extra` elements (maps: 2 per entry; an attribute map is
+    /// followed by the value it describes).
+    Aggregate { per: u64, extra: u64 },
+}
+
+fn class(kind: u8, resp3: bool) -> Option<Class> {
+    Some(match kind {
+        b'+' | b'-' | b':' => Class::Line,
+        b'$' => Class::Blob,
+        b'*' => Class::Aggregate { per: 1, extra: 0 },
+        _ if !resp3 => return None,
+        b'_' | b',' | b'#' | b'(' => Class::Line,
+        b'!' | b'=' => Class::Blob,
+        b'~' | b'>' => Class::Aggregate { per: 1, extra: 0 },
+        b'%' => Class::Aggregate { per: 2, extra: 0 },
+        b'|' => Class::Aggregate { per: 2, extra: 1 },
+        _ => return None,
+    })
+}
+
+/// Types whose line is free text, not a short number.
+fn free_text(kind: u8) -> bool {
+    matches!(kind, b'+' | b'-' | b'(' | b',')
+}
+
+/// Checks the value of a line type.
+fn check_line(kind: u8, line: &[u8]) -> Result<(), Error> {
+    let ok = match kind {
+        b':' => return parse_int(line).map(|_| ()),
+        b'_' => line.is_empty(),
+        b'#' => line == b"t" || line == b"f",
+        b',' => parse_double(line).is_some(),
+        b'(' => {
+            let digits = line.strip_prefix(b"-").unwrap_or(line);
+            !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+        }
+        _ => true, // '+' and '-': any text
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!(
+            "invalid '{}' value {:?}",
+            kind as char,
+            String::from_utf8_lossy(&line[..line.len().min(MAX_NUMBER_LINE + 1)])
+        )))
+    }
+}
+
+/// A RESP3 double: decimal or exponent notation, `inf`, `-inf`, `nan`.
+pub(crate) fn parse_double(line: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(line).ok()?;
+    if text.is_empty() || text.len() > 64 {
+        return None;
+    }
+    text.parse().ok()
 }
 
 fn too_large(what: &str, len: u64, max: u64) -> Error {
@@ -221,6 +294,7 @@ mod tests {
     use super::*;
 
     const LIMITS: Limits = Limits {
+        resp3: false,
         max_reply_bytes: 1024,
         max_array_len: 8,
         max_depth: 3,

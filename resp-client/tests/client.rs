@@ -384,8 +384,10 @@ fn expect_protocol_error(answer: &'static [u8], expect: &'static str) {
     let fake = FakeServer::start(answer);
     let addr = fake.addr.clone();
     run(move || async move {
+        // RESP2: these servers answer every read the same way, HELLO included.
         let config = Config::default()
             .with_addr(addr)
+            .with_resp3(false)
             .with_reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20));
         let client = connected(config).await;
         match client.cmd(&[b"PING"]).await {
@@ -423,6 +425,7 @@ fn fake_server_extra_reply_resets_the_connection() {
     let addr = fake.addr.clone();
     run(move || async move {
         let config = Config::default()
+            .with_resp3(false)
             .with_addr(addr)
             .with_reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20));
         let client = connected(config).await;
@@ -457,4 +460,103 @@ fn unreachable_redis_fails_fast() {
         assert!(t.elapsed() < Duration::from_millis(250));
         assert!(!client.stats().connected);
     });
+}
+
+#[test]
+fn resp3_is_negotiated_and_can_be_turned_off() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    run(move || async move {
+        for (url, resp) in [
+            (url.clone(), "resp=3"),
+            (format!("{url}?protocol=2"), "resp=2"),
+        ] {
+            let client = connected(Config::from_url(&url).unwrap()).await;
+            let info = client.cmd(&[b"CLIENT", b"INFO"]).await.unwrap();
+            let text = match &info {
+                Reply::Verbatim { text, .. } => text.clone(),
+                other => other.as_bytes().cloned().expect("CLIENT INFO text"),
+            };
+            let text = String::from_utf8_lossy(&text).into_owned();
+            assert!(text.contains(resp), "{url}: {text}");
+            // Replies keep working either way: nil, ints, arrays.
+            assert!(client.cmd(&[b"GET", b"missing"]).await.unwrap().is_nil());
+            assert_eq!(
+                client
+                    .cmd(&[b"INCR", b"n"])
+                    .await
+                    .unwrap()
+                    .as_int()
+                    .map(|n| n > 0),
+                Some(true)
+            );
+        }
+    });
+}
+
+/// A Redis from before `HELLO` (5.x): the client falls back to RESP2 and a plain `AUTH`.
+#[test]
+fn falls_back_to_resp2_and_auth_without_hello() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            while let Some((name, used)) = parse_command(&buf) {
+                buf.drain(..used);
+                let reply: &[u8] = match name.as_str() {
+                    "HELLO" => b"-ERR unknown command 'HELLO', with args beginning with: '3'\r\n",
+                    "AUTH" | "SELECT" => b"+OK\r\n",
+                    _ => b"+PONG\r\n",
+                };
+                seen2.lock().unwrap().push(name);
+                if s.write_all(reply).is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    run(move || async move {
+        let config = Config::default()
+            .with_addr(addr)
+            .with_auth(None, Some("pw".into()));
+        let client = connected(config).await;
+        assert_eq!(
+            client.cmd(&[b"PING"]).await.unwrap(),
+            Reply::Simple(bytes::Bytes::from_static(b"PONG"))
+        );
+    });
+    assert_eq!(*seen.lock().unwrap(), ["HELLO", "AUTH", "PING"]);
+}
+
+/// The name of the first complete RESP command in `buf` and its length in bytes.
+fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
+    fn line(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+        let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(&buf[at + 1..end]).ok()?.parse().ok()?;
+        Some((n, end + 2))
+    }
+    let (count, mut pos) = line(buf, 0)?;
+    let mut name = String::new();
+    for i in 0..count {
+        let (len, data) = line(buf, pos)?;
+        let arg = buf.get(data..data + len)?;
+        if i == 0 {
+            name = String::from_utf8_lossy(arg).to_uppercase();
+        }
+        pos = data + len + 2;
+        if buf.len() < pos {
+            return None;
+        }
+    }
+    Some((name, pos))
 }

@@ -119,9 +119,14 @@ pub fn redis_cmd_auth(addr: &str, password: Option<&str>, args: &[&str]) -> Stri
             buf.truncate(end);
             return String::from_utf8_lossy(&buf).into_owned();
         }
-        let n = stream
-            .read(&mut chunk)
-            .unwrap_or_else(|e| panic!("redis_cmd {args:?}: read from {addr}: {e}"));
+        // Test threads may run an executor whose signals interrupt blocking reads: retry.
+        let n = loop {
+            match stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        }
+        .unwrap_or_else(|e| panic!("redis_cmd {args:?}: read from {addr}: {e}"));
         if n == 0 {
             panic!(
                 "redis_cmd {args:?}: {addr} closed the connection after {:?}",
@@ -438,6 +443,7 @@ pub(crate) fn ping(addr: &str, password: Option<&str>) -> bool {
     let mut chunk = [0u8; 64];
     while !buf.ends_with(b"+PONG\r\n") {
         match stream.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return false,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
