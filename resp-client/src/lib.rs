@@ -25,10 +25,10 @@
 //! # Layout
 //! Sans-I/O (no socket, no clock; unit-tested byte by byte):
 //! - [`codec`]: command encoding into a `BytesMut`, the [`Int`] argument formatter, and the
-//!   bounded reply [`Decoder`] (RESP2, built in one pass after the `scan` module has
-//!   checked every announced length against the limits).
+//!   bounded reply [`Decoder`] (RESP2, RESP3 when enabled; built in one pass after the
+//!   `scan` module has checked every announced length against the limits).
 //! - `scan` (private): the bounded, resumable scan that finds where one reply ends.
-//! - [`reply`]: [`Reply`], one decoded reply (RESP2 today, RESP3 variants reserved).
+//! - [`reply`]: [`Reply`], one decoded reply (RESP2, or RESP3 after `HELLO 3`).
 //! - [`pipeline`]: [`Pipeline`], the FIFO of pending requests with deadlines and in-flight
 //!   bound; time comes in as an argument.
 //! - [`slot`]: CRC16 key slots and `{hash tag}` rules.
@@ -47,7 +47,8 @@
 //!   and failover retries, batch split and reassembly, slot map reloads.
 //! - `conn` (private): the state shared by a node client's clones and the background task
 //!   (writer, reader, watchdog, reconnect with backoff).
-//! - `connect` (private): opening one connection (TCP connect, TLS, `AUTH`/`SELECT`).
+//! - `connect` (private): opening one connection (TCP connect, TLS, `HELLO 3` or `AUTH`,
+//!   `SELECT`).
 //! - `tls` (private): rustls' sans-I/O connection driven over the runtime's TCP stream.
 //!
 //! # Failure behaviour

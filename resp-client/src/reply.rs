@@ -5,10 +5,11 @@ use bytes::Bytes;
 
 /// One reply from Redis.
 ///
-/// The connection speaks RESP2 today, which yields the first six variants. The RESP3 variants
-/// are here so that code matching on replies is written for them now; they are produced once
-/// the client negotiates RESP3 (`HELLO 3`). The enum is `#[non_exhaustive]` for what RESP3
-/// adds beyond that (attributes, streamed aggregates).
+/// A RESP2 connection yields the first six variants. A connection that negotiated RESP3
+/// (`HELLO 3`, see [`crate::Config::resp3`]) also yields the RESP3 ones; RESP3 nulls are
+/// `Nil`, blob errors are `Error`, and attributes are dropped (the value they annotate is
+/// kept). Pushes are never handed to a request. The enum is `#[non_exhaustive]` for what
+/// later protocol versions add (streamed aggregates are refused today).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reply {
