@@ -1,8 +1,7 @@
 //! The gateway's metrics: one [`ShardMetrics`] per shard (bumped only by that shard), summed
 //! when the admin port renders them.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ops::metrics::{header, histogram, sample, Counter, Gauge, Histogram};
 use runtime::rt::Backend;
@@ -53,19 +52,19 @@ impl ShardMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     pub shards: Vec<ShardMetrics>,
-    backend: AtomicU8,
+    backend: OnceLock<&'static str>,
 }
 
 impl Metrics {
     pub fn new(shards: usize) -> Arc<Metrics> {
         Arc::new(Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
-            backend: AtomicU8::new(0),
+            backend: OnceLock::new(),
         })
     }
 
     pub fn set_backend(&self, b: Backend) {
-        self.backend.store(b as u8 + 1, Ordering::Relaxed);
+        let _ = self.backend.set(b.as_str());
     }
 
     /// Prometheus text for every metric.
@@ -205,36 +204,6 @@ impl Metrics {
             "op=\"register\"",
             self.shards.iter().map(|s| &s.registry_register),
         );
-        header(
-            out,
-            "connect_io_backend",
-            "gauge",
-            "The event loop in use (1 for the active one).",
-        );
-        let b = self.backend.load(Ordering::Relaxed);
-        sample(
-            out,
-            "connect_io_backend",
-            "backend=\"io_uring\"",
-            i64::from(b == Backend::Uring as u8 + 1),
-        );
-        sample(
-            out,
-            "connect_io_backend",
-            "backend=\"epoll\"",
-            i64::from(b == Backend::Epoll as u8 + 1),
-        );
-        header(
-            out,
-            "connect_draining",
-            "gauge",
-            "1 while the process drains after SIGTERM.",
-        );
-        sample(
-            out,
-            "connect_draining",
-            "",
-            i64::from(ops::drain::draining()),
-        );
+        ops::metrics::process(out, self.backend.get().copied().unwrap_or(""));
     }
 }

@@ -113,6 +113,33 @@ pub fn histogram<'a>(
     sample(out, &format!("{name}_count"), labels, count);
 }
 
+/// The process-wide gauges every binary exports: which event loop runs (`io_uring` or
+/// `epoll`, 1 for the active one) and whether the process is draining.
+pub fn process(out: &mut String, backend: &str) {
+    header(
+        out,
+        "connect_io_backend",
+        "gauge",
+        "The event loop in use (1 for the active one).",
+    );
+    for b in ["io_uring", "epoll"] {
+        let labels = format!("backend=\"{b}\"");
+        sample(out, "connect_io_backend", &labels, i64::from(b == backend));
+    }
+    header(
+        out,
+        "connect_draining",
+        "gauge",
+        "1 while the process drains after SIGTERM.",
+    );
+    sample(
+        out,
+        "connect_draining",
+        "",
+        i64::from(crate::drain::draining()),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
