@@ -4,8 +4,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use resp_client::slot::key_slot;
 use resp_client::{Batch, Client, Config, Error, TlsConfig};
-use testkit::RedisServer;
+use testkit::{redis_cmd, RedisCluster, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -138,5 +141,58 @@ fn tls_server_restart_recovers() {
             .expect("reconnects over TLS");
         assert!(client.cmd(&[b"GET", b"a"]).await.unwrap().is_nil());
         assert!(client.stats().reconnects >= 1);
+    });
+}
+
+/// `rediss-cluster://` (ElastiCache cluster mode with in-transit encryption): the slot map read
+/// over TLS names the nodes' TLS ports, every node connection verifies the certificate, and a
+/// `MOVED` over TLS names the new owner's TLS port.
+#[test]
+fn tls_cluster_routes_pipelines_and_follows_moved() {
+    let cluster = Arc::new(RedisCluster::start_tls());
+    let url = cluster.tls_seed_url().unwrap();
+    let c = cluster.clone();
+    run(move || async move {
+        let client = Client::new(Config::from_url(&url).unwrap());
+        client
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(client.stats().nodes, 3);
+        let keys: Vec<String> = (0..200).map(|i| format!("tls:{i}")).collect();
+        let mut batch = Batch::new();
+        for k in &keys {
+            batch.push(&[b"SET", k.as_bytes(), k.as_bytes()]);
+        }
+        assert!(client
+            .submit_batch(batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.is_ok()));
+        for k in keys.iter().step_by(17) {
+            let owner = c.master_of_slot(key_slot(k.as_bytes()));
+            assert_eq!(
+                redis_cmd(&owner, &["GET", k]),
+                format!("${}\r\n{k}\r\n", k.len())
+            );
+            let got = client.cmd(&[b"GET", k.as_bytes()]).await.unwrap();
+            assert_eq!(got.as_bytes().map(|b| &b[..]), Some(k.as_bytes()));
+        }
+        // Move a slot: the client follows the MOVED (a TLS port) and keeps working.
+        let slot = key_slot(keys[0].as_bytes());
+        let from = c.master_of_slot(slot);
+        let to = c
+            .masters()
+            .into_iter()
+            .find(|m| m.addr != from)
+            .unwrap()
+            .addr;
+        c.move_slot(slot, &to);
+        let before = client.stats().redirects;
+        let got = client.cmd(&[b"GET", keys[0].as_bytes()]).await.unwrap();
+        assert_eq!(got.as_bytes().map(|b| &b[..]), Some(keys[0].as_bytes()));
+        assert!(client.stats().redirects > before);
+        assert!(client.stats().connected);
     });
 }

@@ -20,6 +20,8 @@ pub const NODES: usize = 6;
 struct Node {
     port: u16,
     bus_port: u16,
+    /// TLS client port (TLS clusters only).
+    tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -99,6 +101,8 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<NodeInfo> {
 pub struct RedisCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    /// The throwaway CA and node certificate of a TLS cluster.
+    certs: Option<crate::tls::CertFiles>,
 }
 
 impl RedisCluster {
@@ -114,9 +118,22 @@ impl RedisCluster {
     /// [`RedisCluster::start`] with another `cluster-node-timeout` (how long a silent node
     /// takes to be declared failed; a failover completes about 1-2 s after that).
     pub fn start_with_node_timeout(node_timeout: Duration) -> RedisCluster {
+        RedisCluster::start_inner(node_timeout, false)
+    }
+
+    /// [`RedisCluster::start`] with TLS: every node also listens on a TLS port (certificate
+    /// for `127.0.0.1`/`localhost` from a throwaway CA, [`RedisCluster::ca_file`]), and the
+    /// cluster bus and replication run over TLS (`tls-cluster`, `tls-replication`), so TLS
+    /// clients are given TLS ports in `CLUSTER SHARDS`/`SLOTS` and redirects. The plain ports
+    /// stay open for test inspection ([`RedisCluster::addrs`], [`redis_cmd`]).
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::start_inner(DEFAULT_NODE_TIMEOUT, true)
+    }
+
+    fn start_inner(node_timeout: Duration, tls: bool) -> RedisCluster {
         let mut last_err = String::new();
         for _ in 0..3 {
-            match RedisCluster::try_start(node_timeout) {
+            match RedisCluster::try_start(node_timeout, tls) {
                 Ok(c) => return c,
                 Err(e) => last_err = e,
             }
@@ -124,19 +141,21 @@ impl RedisCluster {
         panic!("testkit: could not start a Redis Cluster: {last_err}");
     }
 
-    fn try_start(node_timeout: Duration) -> Result<RedisCluster, String> {
+    fn try_start(node_timeout: Duration, tls: bool) -> Result<RedisCluster, String> {
         let dir = temp_dir("cluster");
-        let ports = free_ports(NODES * 2);
+        let ports = free_ports(NODES * 3);
         let mut cluster = RedisCluster {
             dir: dir.clone(),
             nodes: (0..NODES)
                 .map(|i| Node {
                     port: ports[i],
                     bus_port: ports[NODES + i],
+                    tls_port: tls.then(|| ports[2 * NODES + i]),
                     dir: dir.join(format!("node{i}")),
                     child: None,
                 })
                 .collect(),
+            certs: tls.then(|| crate::tls::make_certs(&dir)),
         };
         for i in 0..NODES {
             cluster.spawn(i, node_timeout)?;
@@ -178,7 +197,20 @@ impl RedisCluster {
         let node = &mut self.nodes[i];
         std::fs::create_dir_all(&node.dir)
             .map_err(|e| format!("create {}: {e}", node.dir.display()))?;
-        let child = Command::new(redis_binary())
+        let mut cmd = Command::new(redis_binary());
+        if let (Some(port), Some(certs)) = (node.tls_port, &self.certs) {
+            cmd.arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca)
+                .args(["--tls-auth-clients", "no"])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
+        let child = cmd
             .arg("--port")
             .arg(node.port.to_string())
             .arg("--cluster-port")
@@ -220,6 +252,31 @@ impl RedisCluster {
     /// `redis-cluster://<node1>,<node2>,...` naming every node as a seed.
     pub fn seed_url(&self) -> String {
         format!("redis-cluster://{}", self.addrs().join(","))
+    }
+
+    /// `rediss-cluster://127.0.0.1:<tls port>,...?ca=<ca file>` of a TLS cluster.
+    pub fn tls_seed_url(&self) -> Option<String> {
+        let certs = self.certs.as_ref()?;
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.tls_port.map(|p| format!("127.0.0.1:{p}")))
+            .collect();
+        Some(format!(
+            "rediss-cluster://{}?ca={}",
+            seeds.join(","),
+            certs.ca.display()
+        ))
+    }
+
+    /// The CA file of a TLS cluster.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.certs.as_ref().map(|c| c.ca.as_path())
+    }
+
+    /// The TLS port of the node whose plain address is `addr` (TLS clusters).
+    pub fn tls_port_of(&self, addr: &str) -> Option<u16> {
+        self.nodes.iter().find(|n| n.addr() == addr)?.tls_port
     }
 
     /// The cluster as a live node sees it (`CLUSTER NODES`).
@@ -432,6 +489,9 @@ impl RedisCluster {
     /// Moves every key of `slot` from `from` to `to` with `MIGRATE` (during a migration).
     pub fn migrate_keys(&self, slot: u16, from: &str, to: &str) {
         let (host, port) = to.rsplit_once(':').expect("host:port");
+        // A TLS cluster migrates over TLS (tls-cluster): to the target's TLS port.
+        let tls_port = self.tls_port_of(to).map(|p| p.to_string());
+        let port = tls_port.as_deref().unwrap_or(port);
         loop {
             let reply = redis_cmd(
                 from,
@@ -525,6 +585,21 @@ dead 127.0.0.1:31002@31102 master,fail - 0 0 2 disconnected
         assert_eq!(nodes[2].slots, vec![(0, 5460), (7000, 7000)]);
         assert!(nodes[2].serves(7000) && !nodes[2].serves(7001));
         assert!(nodes[3].failing);
+    }
+
+    #[test]
+    fn tls_cluster_forms() {
+        let cluster = RedisCluster::start_tls();
+        assert_eq!(cluster.masters().len(), 3);
+        let url = cluster.tls_seed_url().unwrap();
+        assert!(
+            url.starts_with("rediss-cluster://127.0.0.1:") && url.contains("?ca="),
+            "{url}"
+        );
+        assert!(cluster.ca_file().unwrap().exists());
+        let m = cluster.master_of_slot(0);
+        assert!(cluster.tls_port_of(&m).is_some());
+        assert_eq!(redis_cmd(&m, &["SET", "{06S}k", "v"]), "+OK\r\n");
     }
 
     #[test]

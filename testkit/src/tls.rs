@@ -14,7 +14,8 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
-/// Makes a CA and a server certificate in `dir`. Panics (naming the step) when `openssl` is
+/// Makes a CA and a server certificate in `dir`. The certificate is also good for client
+/// authentication: TLS cluster nodes present it to each other on the cluster bus. Panics (naming the step) when `openssl` is
 /// missing or fails.
 pub fn make_certs(dir: &Path) -> CertFiles {
     let files = CertFiles {
@@ -29,7 +30,7 @@ pub fn make_certs(dir: &Path) -> CertFiles {
         &ext,
         "basicConstraints=critical,CA:FALSE\n\
          keyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n\
+         extendedKeyUsage=serverAuth,clientAuth\n\
          subjectAltName=IP:127.0.0.1,DNS:localhost\n",
     )
     .unwrap_or_else(|e| panic!("testkit: write {}: {e}", ext.display()));
