@@ -8,6 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::fdlimit;
+use crate::protocol::Dialect;
+
+/// Connections one perf process holds at most when a run is split over several (the open-file
+/// limit here is 20,000 per process).
+pub const MAX_PER_PROCESS: usize = 18_000;
 
 pub const DEFAULT_CLIENTS: usize = 100;
 pub const DEFAULT_RATE: f64 = 1_000.0;
@@ -40,6 +45,13 @@ pub enum Command {
     /// Start a local stack (Redis, router, gateways), run one scenario against it and report
     /// the load figures with the servers' CPU per message and memory per connection.
     Run(crate::run::RunArgs),
+    /// Start Connect and the Socket.IO peer in turn on this machine, load both with the same
+    /// schedule and write the side-by-side figures.
+    Compare(crate::compare::CompareArgs),
+    /// One process of a multi-process `perf load` (started by perf itself; reads its part of
+    /// the run on stdin and reports on stdout).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -78,13 +90,30 @@ pub struct LoadArgs {
     /// Seconds to wait after the schedule for outstanding acks and messages.
     #[arg(long, env = "PERF_GRACE", default_value_t = DEFAULT_GRACE_S)]
     pub grace: f64,
-    /// Runtime worker threads (default: one per CPU).
+    /// Runtime worker threads per process (default: one per CPU).
     #[arg(long, env = "PERF_THREADS")]
     pub threads: Option<usize>,
+    /// Sessions per user (multi-device recipients): every device of the recipient must get
+    /// every message.
+    #[arg(long, env = "PERF_DEVICES", default_value_t = 1)]
+    pub devices: usize,
+    /// Load-generating processes (0: as many as needed for at most 18,000 connections each).
+    /// With several, process p dials from source address 127.0.0.(p+2) to loopback gateways.
+    #[arg(long, env = "PERF_PROCESSES", default_value_t = 0)]
+    pub processes: usize,
+    /// Client protocol: `connect` (JSON over WebSocket) or `socketio` (Engine.IO v4).
+    #[arg(long, env = "PERF_PROTOCOL", value_enum, default_value = "connect")]
+    pub protocol: Dialect,
+    /// Write HdrHistogram interval logs (one histogram per second) into this directory.
+    #[arg(long, env = "PERF_HDR_LOG")]
+    pub hdr_log: Option<PathBuf>,
+    /// Write SVG plots (latency spectrum, throughput and P99 over time) into this directory.
+    #[arg(long, env = "PERF_PLOT")]
+    pub plot: Option<PathBuf>,
 }
 
 /// A gateway URL, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GatewayUrl {
     pub url: String,
     /// `host:port` to resolve.
@@ -92,7 +121,7 @@ pub struct GatewayUrl {
 }
 
 /// A checked `perf load` configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadConfig {
     pub urls: Vec<GatewayUrl>,
     pub secret: String,
@@ -106,6 +135,16 @@ pub struct LoadConfig {
     pub connect_timeout: Duration,
     pub grace: Duration,
     pub threads: usize,
+    pub devices: usize,
+    /// Processes the run is split over (1: this one).
+    pub processes: usize,
+    pub dialect: Dialect,
+    pub hdr_log: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    /// Global index of this process's first connection (0 unless a worker).
+    pub offset: usize,
+    /// Source address to bind before connecting (workers of a multi-process run).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl LoadArgs {
@@ -123,19 +162,39 @@ impl LoadArgs {
         if self.secret.is_empty() {
             errs.push("--secret: must not be empty".into());
         }
-        if self.clients < 2 || !self.clients.is_multiple_of(2) {
+        let devices = self.devices.max(1);
+        if self.devices == 0 || self.devices > 64 {
+            errs.push(format!("--devices {}: 1 to 64", self.devices));
+        }
+        let unit = 2 * devices;
+        if self.clients < unit || !self.clients.is_multiple_of(unit) {
             errs.push(format!(
-                "--clients {}: must be even and at least 2 (clients message each other in pairs)",
+                "--clients {}: must be a multiple of {unit} (users message each other in pairs, \
+                 {devices} connection(s) per user)",
                 self.clients
             ));
         }
-        let max = fdlimit::max_clients(fd_limit);
-        if self.clients as u64 > max {
+        let max = (fdlimit::max_clients(fd_limit) as usize).min(MAX_PER_PROCESS);
+        let processes = if self.processes == 0 {
+            self.clients.div_ceil(max.max(1)).max(1)
+        } else {
+            self.processes
+        };
+        let biggest = crate::plan::split(self.clients, devices, processes)
+            .iter()
+            .map(|p| p.1)
+            .max()
+            .unwrap_or(0);
+        if biggest > max {
             errs.push(format!(
-                "--clients {}: the open-file limit is {fd_limit}, which leaves room for {max} \
-                 connections in one process",
+                "--clients {} over {processes} process(es): {biggest} connections in one, but \
+                 the open-file limit is {fd_limit} ({max} connections per process); raise \
+                 --processes",
                 self.clients
             ));
+        }
+        if processes > 250 {
+            errs.push(format!("--processes {processes}: at most 250"));
         }
         if !(self.rate.is_finite() && self.rate > 0.0) {
             errs.push(format!("--rate {}: must be a positive number", self.rate));
@@ -178,6 +237,13 @@ impl LoadArgs {
             connect_timeout,
             grace,
             threads,
+            devices,
+            processes,
+            dialect: self.protocol,
+            hdr_log: self.hdr_log.clone(),
+            plot: self.plot.clone(),
+            offset: 0,
+            source_ip: None,
         })
     }
 }
@@ -292,10 +358,48 @@ mod tests {
 
     #[test]
     fn clients_are_bounded_by_the_file_limit() {
-        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--clients", "20000"]);
+        let a = parse(&[
+            "--url",
+            "ws://h/ws",
+            "--secret",
+            "s",
+            "--clients",
+            "20000",
+            "--processes",
+            "1",
+        ]);
         let errs = a.validate(20_000).unwrap_err();
         assert!(errs[0].contains("open-file limit"), "{errs:?}");
-        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--clients", "19000"]);
-        assert!(a.validate(20_000).is_ok());
+        // By default the run is split over enough processes.
+        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--clients", "40000"]);
+        assert_eq!(a.validate(20_000).unwrap().processes, 3);
+        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--clients", "18000"]);
+        assert_eq!(a.validate(20_000).unwrap().processes, 1);
+    }
+
+    #[test]
+    fn devices_need_whole_pairs() {
+        let a = parse(&[
+            "--url",
+            "ws://h/ws",
+            "--secret",
+            "s",
+            "--clients",
+            "6",
+            "--devices",
+            "2",
+        ]);
+        assert!(a.validate(20_000).unwrap_err()[0].contains("multiple of 4"));
+        let a = parse(&[
+            "--url",
+            "ws://h/ws",
+            "--secret",
+            "s",
+            "--clients",
+            "8",
+            "--devices",
+            "2",
+        ]);
+        assert_eq!(a.validate(20_000).unwrap().devices, 2);
     }
 }

@@ -5,20 +5,21 @@
 //! is shared between tasks except the counters and histograms in [`crate::stats`]. It sends when
 //! the [`crate::pacer`] rings its bell.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::clock;
+use crate::eio;
 use crate::pacer::Bells;
-use crate::protocol::{parse_server, ServerFrame};
+use crate::protocol::{parse_server, Dialect, ServerFrame};
 use crate::session::{Session, Shared};
 use crate::stats::Tally;
 
@@ -51,6 +52,9 @@ pub struct Dial {
     pub epoch_ns: u64,
     /// Time between two dials (0: all at once).
     pub spacing_ns: u64,
+    pub dialect: Dialect,
+    /// Local address to bind before connecting (several source addresses widen the port space).
+    pub source_ip: Option<IpAddr>,
 }
 
 impl Dial {
@@ -126,7 +130,14 @@ pub async fn run(
     });
 
     let mut session = Session::new(shared.clone(), spec.index, spec.peer);
-    let stopped = drive(&mut ws, &mut session, &bells[spec.index], &mut ctrl).await;
+    let stopped = drive(
+        &mut ws,
+        &mut session,
+        &bells[spec.index],
+        &mut ctrl,
+        dial.dialect,
+    )
+    .await;
     session.finish();
     if stopped {
         // Best effort: the server learns the session is over without waiting for a timeout.
@@ -142,6 +153,7 @@ async fn drive(
     session: &mut Session,
     bell: &Notify,
     ctrl: &mut watch::Receiver<Control>,
+    dialect: Dialect,
 ) -> bool {
     let mut batch = Vec::new();
     // The run may have moved on while this connection was dialling.
@@ -171,6 +183,18 @@ async fn drive(
                 }
             }
             msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) if dialect == Dialect::Socketio => {
+                    match eio::classify(&text) {
+                        eio::Packet::Ping => {
+                            let mut pong = vec![eio::PONG.to_owned()];
+                            if write_all(ws, &mut pong).await.is_err() {
+                                return false;
+                            }
+                        }
+                        eio::Packet::Close => return false,
+                        _ => session.on_text(&text, clock::now_ns()),
+                    }
+                }
                 Some(Ok(Message::Text(text))) => session.on_text(&text, clock::now_ns()),
                 // Pings are answered by tungstenite on the next write or flush.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -191,15 +215,21 @@ async fn write_all(ws: &mut Ws, batch: &mut Vec<String>) -> Result<(), WsError> 
 
 /// TCP connect, upgrade, and wait for this user's welcome. Errors are short tally keys.
 async fn open(spec: &Spec, dial: &Dial) -> Result<Ws, String> {
-    let tcp = TcpStream::connect(spec.target.addr)
+    let tcp = connect_tcp(spec.target.addr, dial.source_ip)
         .await
         .map_err(|e| format!("tcp: {:?}", e.kind()))?;
     // Small frames, latency measured: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
-    let url = with_token(&spec.target.url, &spec.token);
+    let url = match dial.dialect {
+        Dialect::Connect => with_token(&spec.target.url, &spec.token),
+        Dialect::Socketio => spec.target.url.clone(),
+    };
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(dial.ws))
         .await
         .map_err(|e| describe(&e))?;
+    if dial.dialect == Dialect::Socketio {
+        return socketio_handshake(ws, &spec.token).await;
+    }
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
@@ -214,6 +244,61 @@ async fn open(spec: &Spec, dial: &Dial) -> Result<Ws, String> {
             Some(Err(e)) => return Err(describe(&e)),
         }
     }
+}
+
+/// Engine.IO open, then the Socket.IO connect with the token as auth, until the server accepts.
+async fn socketio_handshake(mut ws: Ws, token: &str) -> Result<Ws, String> {
+    let mut sent = false;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match eio::classify(&text) {
+                eio::Packet::Open if !sent => {
+                    sent = true;
+                    ws.send(Message::text(eio::connect_packet(token)))
+                        .await
+                        .map_err(|e| describe(&e))?;
+                }
+                eio::Packet::Ping => {
+                    let _ = ws.send(Message::text(eio::PONG)).await;
+                }
+                eio::Packet::Connected if sent => return Ok(ws),
+                eio::Packet::ConnectError(_) => return Err("socket.io connect refused".into()),
+                _ => return Err("unexpected packet before connect".into()),
+            },
+            Some(Ok(Message::Close(_))) | None => return Err("closed before connect".into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(describe(&e)),
+        }
+    }
+}
+
+/// TCP connect, from `source` if given (bound without a port, so the kernel picks one per
+/// destination: `IP_BIND_ADDRESS_NO_PORT`).
+async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(src) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let sock = match src {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if src.is_ipv4() {
+        use std::os::fd::AsRawFd as _;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int. Failing only
+        // means the port is picked at bind time (fewer ports per source address).
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    sock.bind(SocketAddr::new(src, 0))?;
+    sock.connect(addr).await
 }
 
 /// `url` with `token=` added to its query.

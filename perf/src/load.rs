@@ -13,7 +13,7 @@ use crate::clock;
 use crate::conn::{self, Control, Dial, Ready, Spec, Target};
 use crate::pacer::{self, Pacer};
 use crate::plan;
-use crate::report::{Measured, Report, RunConfig};
+use crate::report::{Measured, Tick};
 use crate::schedule::Schedule;
 use crate::session::Shared;
 use crate::stats::Counts;
@@ -25,13 +25,29 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the grace period checks whether everything is in.
 const SETTLE_POLL: Duration = Duration::from_millis(50);
 
-pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
+/// Who drives this run: the `perf` command itself, or a coordinator (this is one worker of a
+/// multi-process run, see `multi`).
+pub enum Role {
+    Local,
+    Worker(crate::multi::WorkerIo),
+}
+
+impl Role {
+    fn is_local(&self) -> bool {
+        matches!(self, Role::Local)
+    }
+}
+
+pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
     let targets = resolve(cfg).await?;
     let schedule = Schedule::new(cfg.rate, cfg.clients, cfg.warmup, cfg.duration);
     let shared = Arc::new(Shared {
         schedule,
         stats: Default::default(),
         body_bytes: cfg.body_bytes,
+        dialect: cfg.dialect,
+        devices: cfg.devices,
+        offset: cfg.offset,
     });
     let spacing_ns = if cfg.connect_rate > 0.0 {
         (1e9 / cfg.connect_rate) as u64
@@ -43,6 +59,8 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         ws: Dial::ws_config(),
         epoch_ns: clock::now_ns(),
         spacing_ns,
+        dialect: cfg.dialect,
+        source_ip: cfg.source_ip,
     });
     // Tokens outlive the whole run: dialling, warm-up, measuring, grace, plus an hour's slack.
     let run_secs = (spacing_ns as f64 * cfg.clients as f64 / 1e9) as u64
@@ -57,14 +75,16 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
     let (ctrl_tx, ctrl_rx) = watch::channel(Control::Connecting);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
+    let devices = cfg.devices.max(1);
     for i in 0..cfg.clients {
-        let user = plan::user(i);
+        let global = cfg.offset + i;
+        let user = plan::user(plan::user_of(global, devices));
         let spec = Spec {
             index: i,
             token: auth::dev_token(cfg.secret.as_bytes(), &user, run_secs, now_unix),
             user,
-            peer: plan::user(plan::peer(i)),
-            target: targets[plan::gateway(i, targets.len())].clone(),
+            peer: plan::user(plan::peer(plan::user_of(global, devices))),
+            target: targets[plan::gateway(global, targets.len())].clone(),
         };
         tasks.spawn(conn::run(
             spec,
@@ -77,49 +97,79 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
     }
     drop(ready_tx);
 
-    let up = connect_all(cfg.clients, &mut ready_rx, &shared).await;
+    let up = connect_all(cfg.clients, &mut ready_rx, &shared, &role).await;
+    let connect_phase_ns = clock::now_ns().saturating_sub(dial.epoch_ns);
     let connected = up.iter().filter(|&&u| u).count();
-    if connected == 0 {
-        let _ = ctrl_tx.send(Control::Stop);
-        tasks.shutdown().await;
-        bail!(
-            "no connection came up: {:?}",
-            shared.stats.tallies().connect_errors
-        );
-    }
     let scheduled: u64 = (0..cfg.clients)
         .filter(|&i| up[i])
         .map(|i| shared.schedule.sends_for(i))
         .sum();
-
-    let start_ns = clock::now_ns() + START_LEAD.as_nanos() as u64;
+    let start_ns = match &mut role {
+        Role::Local => {
+            if connected == 0 {
+                let _ = ctrl_tx.send(Control::Stop);
+                tasks.shutdown().await;
+                bail!(
+                    "no connection came up: {:?}",
+                    shared.stats.tallies().connect_errors
+                );
+            }
+            eprintln!(
+                "perf: {connected}/{} connected in {:.2} s; sending {scheduled} messages over \
+                 {:.1} s, one per client every {:.1} ms",
+                cfg.clients,
+                connect_phase_ns as f64 / 1e9,
+                shared.schedule.end_ns() as f64 / 1e9,
+                shared.schedule.client_interval_ns() as f64 / 1e6
+            );
+            clock::now_ns() + START_LEAD.as_nanos() as u64
+        }
+        Role::Worker(io) => {
+            io.send(&crate::multi::WorkerMsg::Ready {
+                connected: connected as u64,
+                scheduled,
+            });
+            match io.start().await {
+                Some(at) => at,
+                None => {
+                    let _ = ctrl_tx.send(Control::Stop);
+                    tasks.shutdown().await;
+                    bail!("the coordinator went away before the start");
+                }
+            }
+        }
+    };
     let end_ns = start_ns + shared.schedule.end_ns();
-    eprintln!(
-        "perf: {connected}/{} connected; sending {scheduled} messages over {:.1} s, one per \
-         client every {:.1} ms",
-        cfg.clients,
-        shared.schedule.end_ns() as f64 / 1e9,
-        shared.schedule.client_interval_ns() as f64 / 1e6
-    );
     let _ = ctrl_tx.send(Control::Run { start_ns });
     let pacer = Pacer::spawn(shared.schedule.clone(), start_ns, bells)
         .context("starting the pacer thread")?;
 
-    // The schedule, with a progress line every second.
+    // The schedule and the grace period, with one interval sample (and progress) a second.
+    let mut ticker = Ticker::new(&shared, start_ns);
     let mut tick = tokio::time::interval_at(
         clock::deadline(start_ns + 1_000_000_000),
         Duration::from_secs(1),
     );
-    while clock::now_ns() < end_ns {
-        tokio::select! {
-            _ = tick.tick() => progress(&shared, start_ns),
-            () = tokio::time::sleep_until(clock::deadline(end_ns)) => {}
-        }
-    }
-    // Grace: stop early once every send is answered and every delivered message has arrived.
     let grace_end = end_ns + cfg.grace.as_nanos() as u64;
-    while clock::now_ns() < grace_end && !settled(&shared.stats.counters.snapshot(), scheduled) {
-        tokio::time::sleep(SETTLE_POLL).await;
+    loop {
+        let now = clock::now_ns();
+        if now >= grace_end
+            || (now >= end_ns && settled(&shared.stats.counters.snapshot(), scheduled))
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                let t = ticker.sample(&shared);
+                match &role {
+                    Role::Local => progress(&t, ticker.last_counts(), cfg.devices),
+                    Role::Worker(io) => io.send(&crate::multi::WorkerMsg::Tick(Box::new(t.clone()))),
+                }
+                ticker.ticks.push(t);
+            }
+            () = tokio::time::sleep_until(clock::deadline(end_ns)), if now < end_ns => {}
+            () = tokio::time::sleep(SETTLE_POLL), if now >= end_ns => {}
+        }
     }
     pacer.stop();
     let _ = ctrl_tx.send(Control::Stop);
@@ -128,31 +178,80 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         eprintln!("perf: some connections did not close in time; aborting them");
         tasks.shutdown().await;
     }
-    progress(&shared, start_ns);
+    // The last (partial) second.
+    let t = ticker.sample(&shared);
+    if role.is_local() {
+        progress(&t, ticker.last_counts(), cfg.devices);
+    }
+    ticker.ticks.push(t);
 
     let stats = &shared.stats;
-    let warmup_end = start_ns + shared.schedule.warmup_ns();
-    Ok(Report::build(
-        RunConfig {
-            urls: cfg.urls.iter().map(|u| u.url.clone()).collect(),
-            clients: cfg.clients,
-            rate: cfg.rate,
-            warmup_s: cfg.warmup.as_secs_f64(),
-            duration_s: cfg.duration.as_secs_f64(),
-            body_bytes: cfg.body_bytes,
-            threads: cfg.threads,
-        },
-        &Measured {
-            counts: stats.counters.snapshot(),
-            tallies: stats.tallies(),
-            scheduled,
-            window_ns: (warmup_end, end_ns),
-            ack: stats.ack.merged(),
-            delivery: stats.delivery.merged(),
-            connect: stats.connect.merged(),
-            send_lag: stats.send_lag.merged(),
-        },
-    ))
+    let mut counts = stats.counters.snapshot();
+    counts.last_send_ns = counts.last_send_ns.saturating_sub(start_ns);
+    Ok(Measured {
+        counts,
+        tallies: stats.tallies(),
+        scheduled,
+        window_ns: (shared.schedule.warmup_ns(), shared.schedule.end_ns()),
+        ack: stats.ack.merged(),
+        delivery: stats.delivery.merged(),
+        connect: stats.connect.merged(),
+        send_lag: stats.send_lag.merged(),
+        connect_phase_ns,
+        ticks: ticker.ticks,
+    })
+}
+
+/// Interval histograms: the cumulative ones minus their value at the previous tick.
+struct Ticker {
+    start_ns: u64,
+    prev_ack: hdrhistogram::Histogram<u64>,
+    prev_delivery: hdrhistogram::Histogram<u64>,
+    prev_counts: Counts,
+    ticks: Vec<Tick>,
+}
+
+impl Ticker {
+    fn new(shared: &Shared, start_ns: u64) -> Self {
+        Ticker {
+            start_ns,
+            prev_ack: shared.stats.ack.merged(),
+            prev_delivery: shared.stats.delivery.merged(),
+            prev_counts: shared.stats.counters.snapshot(),
+            ticks: Vec::new(),
+        }
+    }
+
+    /// The interval since the last sample; `k` is the second it ends in (0: the first).
+    fn sample(&mut self, shared: &Shared) -> Tick {
+        let now = clock::now_ns();
+        let k = (now.saturating_sub(self.start_ns) / 1_000_000_000)
+            .saturating_sub(1)
+            .max(self.ticks.last().map_or(0, |t| t.k + 1));
+        let ack = shared.stats.ack.merged();
+        let delivery = shared.stats.delivery.merged();
+        let mut ack_i = ack.clone();
+        let _ = ack_i.subtract(&self.prev_ack);
+        let mut delivery_i = delivery.clone();
+        let _ = delivery_i.subtract(&self.prev_delivery);
+        self.prev_ack = ack;
+        self.prev_delivery = delivery;
+        let mut counts = shared.stats.counters.snapshot();
+        counts.last_send_ns = counts.last_send_ns.saturating_sub(self.start_ns);
+        let t = Tick {
+            k,
+            counts,
+            prev: self.prev_counts,
+            ack: ack_i,
+            delivery: delivery_i,
+        };
+        self.prev_counts = counts;
+        t
+    }
+
+    fn last_counts(&self) -> &Counts {
+        &self.prev_counts
+    }
 }
 
 /// Resolves every gateway URL once.
@@ -177,6 +276,7 @@ async fn connect_all(
     clients: usize,
     ready: &mut mpsc::UnboundedReceiver<Ready>,
     shared: &Shared,
+    role: &Role,
 ) -> Vec<bool> {
     let mut up = vec![false; clients];
     let mut answered = 0;
@@ -194,10 +294,16 @@ async fn connect_all(
             },
             _ = tick.tick() => {
                 let c = shared.stats.counters.snapshot();
-                eprintln!(
-                    "perf: connecting: {} up, {} failed, of {clients}",
-                    c.connected, c.connect_failed
-                );
+                match role {
+                    Role::Local => eprintln!(
+                        "perf: connecting: {} up, {} failed, of {clients}",
+                        c.connected, c.connect_failed
+                    ),
+                    Role::Worker(io) => io.send(&crate::multi::WorkerMsg::Connecting {
+                        connected: c.connected,
+                        failed: c.connect_failed,
+                    }),
+                }
             }
         }
     }
@@ -211,28 +317,33 @@ fn settled(c: &Counts, scheduled: u64) -> bool {
     c.sent + c.unsent >= scheduled && answered >= c.sent && distinct >= c.delivered
 }
 
-/// One line on stderr: counters and the latency so far.
-fn progress(shared: &Shared, start_ns: u64) {
-    let c = shared.stats.counters.snapshot();
+/// One progress line on stderr for the second that `t` closes; `total` is the run so far.
+pub fn progress(t: &Tick, total: &Counts, devices: usize) {
+    let c = total;
     let answered = c.delivered + c.offline + c.failed + c.send_errors + c.missing_acks;
-    let p99 = |h: hdrhistogram::Histogram<u64>| {
+    let p99 = |h: &hdrhistogram::Histogram<u64>| {
         if h.is_empty() {
             "-".to_owned()
         } else {
             format!("{:.2}ms", h.value_at_quantile(0.99) as f64 / 1000.0)
         }
     };
+    let unique = c.received - c.duplicates;
     eprintln!(
-        "perf: [{:>6.1}s] sent {} acked {} received {} in flight {} errors {} dropped {} | p99 ack {} delivery {}",
-        clock::now_ns().saturating_sub(start_ns) as f64 / 1e9,
+        "perf: [{:>4}s] sent {}/s received {}/s | total sent {} acked {} received {} in flight \
+         {} errors {} dropped {} not received {} | this second p99 ack {} delivery {}",
+        t.k + 1,
+        t.counts.sent - t.prev.sent,
+        t.counts.received - t.prev.received,
         c.sent,
         c.delivered + c.offline + c.failed,
         c.received,
         c.sent.saturating_sub(answered),
         c.error_frames + c.bad_frames,
         c.disconnects,
-        p99(shared.stats.ack.merged()),
-        p99(shared.stats.delivery.merged()),
+        (c.delivered * devices.max(1) as u64).saturating_sub(unique),
+        p99(&t.ack),
+        p99(&t.delivery),
     );
 }
 

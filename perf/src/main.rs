@@ -33,15 +33,24 @@
 //! * `run`: `perf run --scenario steady|idle|storm`: a local stack, one scenario, server figures.
 //! * `stack`: the local stack `perf run` starts (redis-server, router, gateways) and stops.
 //! * `procstat`: a server's CPU time, RSS and open files from `/proc`.
+//! * `multi`: splitting a run over worker processes (source addresses 127.0.0.x) and merging
+//!   their histograms.
+//! * `eio`: the Socket.IO / Engine.IO v4 client dialect (`--protocol socketio`).
+//! * `plot`: SVG plots and HdrHistogram interval logs.
+//! * `compare`: `perf compare`: Connect and the Socket.IO peer (`perf/socketio/`) side by side.
 
 mod cli;
 mod clock;
+mod compare;
 mod conn;
+mod eio;
 mod fdlimit;
 mod load;
+mod multi;
 mod order;
 mod pacer;
 mod plan;
+mod plot;
 mod procstat;
 mod protocol;
 mod report;
@@ -77,25 +86,80 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            let report = rt.block_on(load::run(&cfg))?;
+            let report = multi::run(&cfg, &rt)?;
             print!("{}", report.table());
-            if let Some(path) = &cfg.json {
-                let json = serde_json::to_string_pretty(&report)?;
-                std::fs::write(path, json + "\n")
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(())
+            write_json(cfg.json.as_deref(), &report)?;
+            outputs(
+                &report,
+                cfg.hdr_log.as_deref(),
+                cfg.plot.as_deref(),
+                "perf load",
+            )
         }
         Command::Run(args) => {
             let fd_limit = fdlimit::raise().context("reading the open-file limit")?;
             let report = run::run(&args, fd_limit)?;
             print!("{}", report.table());
-            if let Some(path) = &args.json {
-                let json = serde_json::to_string_pretty(&report)?;
-                std::fs::write(path, json + "\n")
-                    .with_context(|| format!("writing {}", path.display()))?;
+            write_json(args.json.as_deref(), &report)?;
+            let title = format!("perf run {:?}", args.scenario).to_lowercase();
+            outputs(
+                &report.load,
+                args.hdr_log.as_deref(),
+                args.plot.as_deref(),
+                &title,
+            )?;
+            if let (Some(dir), false) = (&args.plot, report.sweep.is_empty()) {
+                let pts = report
+                    .sweep
+                    .iter()
+                    .map(|p| (p.rate, p.delivery_p99_ms))
+                    .collect();
+                plot::sweep(
+                    &dir.join("sweep.svg"),
+                    "rate sweep: delivery P99",
+                    &[("connect", pts)],
+                    args.p99_ms,
+                )?;
             }
             Ok(())
         }
+        Command::Compare(args) => {
+            let fd_limit = fdlimit::raise().context("reading the open-file limit")?;
+            compare::run(&args, fd_limit)
+        }
+        Command::Worker => {
+            fdlimit::raise().context("reading the open-file limit")?;
+            multi::worker_main()
+        }
     }
+}
+
+/// Writes `value` as pretty JSON to `path`, if given.
+pub fn write_json(
+    path: Option<&std::path::Path>,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(value)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Interval logs and plots of one load report, where asked for.
+fn outputs(
+    report: &report::Report,
+    hdr_log: Option<&std::path::Path>,
+    plot_dir: Option<&std::path::Path>,
+    title: &str,
+) -> anyhow::Result<()> {
+    if let Some(dir) = hdr_log {
+        plot::hdr_logs(dir, report)?;
+        eprintln!("perf: interval logs in {}", dir.display());
+    }
+    if let Some(dir) = plot_dir {
+        plot::run_plots(dir, report, title)?;
+        eprintln!("perf: plots in {}", dir.display());
+    }
+    Ok(())
 }

@@ -1,8 +1,9 @@
 //! The client protocol as perf speaks it: the `send` frames it writes, with a probe body, and the
 //! server frames it reads (`welcome`, `ack`, `message`, `error`). No I/O.
 //!
-//! The probe body is `{"t":T,"s":S,"p":"xx.."}`: `t` is the sender's *intended* send time (ns on
-//! the shared [`crate::clock`] base), `s` the sender's sequence number, and `p` padding so the
+//! The probe body is `{"t":T,"s":S,"c":C,"p":"xx.."}`: `t` is the sender's *intended* send time
+//! (ns on the shared [`crate::clock`] base), `s` the sender's sequence number, `c` the sending
+//! connection (a user with several devices sends from each), and `p` padding so the
 //! body's JSON text is `--body-bytes` long. The gateway delivers the body byte for byte, so the
 //! recipient reads `t` and `s` back from it.
 
@@ -19,6 +20,49 @@ pub struct Probe {
     pub t: u64,
     /// Sender's sequence number, from 0.
     pub s: u64,
+    /// The sending connection's index in the run (absent from older probes).
+    #[serde(default)]
+    pub c: Option<u64>,
+}
+
+/// Which client protocol a run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(clap::ValueEnum)]
+pub enum Dialect {
+    /// Connect's JSON client protocol (`docs/protocol.md`).
+    #[default]
+    Connect,
+    /// Socket.IO v5 over Engine.IO v4 over WebSocket (the peer in `perf/socketio/`).
+    Socketio,
+}
+
+impl Dialect {
+    /// Writes one send frame in this dialect; see [`encode_send`].
+    pub fn encode_send(
+        self,
+        out: &mut String,
+        to: &str,
+        seq: u64,
+        intended_ns: u64,
+        conn: u64,
+        body_bytes: usize,
+    ) {
+        match self {
+            Dialect::Connect => encode_send(out, to, seq, intended_ns, conn, body_bytes),
+            Dialect::Socketio => {
+                crate::eio::encode_send(out, to, seq, intended_ns, conn, body_bytes)
+            }
+        }
+    }
+
+    /// Parses one text frame in this dialect.
+    pub fn parse(self, text: &str) -> Result<ServerFrame<'_>, ParseError> {
+        match self {
+            Dialect::Connect => parse_server(text),
+            Dialect::Socketio => crate::eio::parse_server(text),
+        }
+    }
 }
 
 /// Writes `{"type":"send","id":SEQ,"to":TO,"body":PROBE}` into `out` (cleared first), the probe
@@ -26,16 +70,29 @@ pub struct Probe {
 ///
 /// `to` must need no JSON escaping: perf's user ids are `u<digits>`, and the protocol only allows
 /// `[A-Za-z0-9._@+:-]`, none of which JSON escapes.
-pub fn encode_send(out: &mut String, to: &str, seq: u64, intended_ns: u64, body_bytes: usize) {
+pub fn encode_send(
+    out: &mut String,
+    to: &str,
+    seq: u64,
+    intended_ns: u64,
+    conn: u64,
+    body_bytes: usize,
+) {
     out.clear();
     let _ = write!(out, r#"{{"type":"send","id":{seq},"to":"{to}","body":"#);
+    encode_probe(out, seq, intended_ns, conn, body_bytes);
+    out.push('}');
+}
+
+/// Appends the probe body, padded so its JSON text is at least `body_bytes` long.
+pub fn encode_probe(out: &mut String, seq: u64, intended_ns: u64, conn: u64, body_bytes: usize) {
     let body_start = out.len();
-    let _ = write!(out, r#"{{"t":{intended_ns},"s":{seq},"p":""#);
+    let _ = write!(out, r#"{{"t":{intended_ns},"s":{seq},"c":{conn},"p":""#);
     // What is still to come after the padding: `"}` closes the string and the object.
     let unpadded = out.len() - body_start + 2;
     let pad = body_bytes.saturating_sub(unpadded);
     out.extend(std::iter::repeat_n('x', pad));
-    out.push_str(r#""}}"#);
+    out.push_str(r#""}"#);
 }
 
 /// Outcome of one send, from its ack.
@@ -159,7 +216,7 @@ mod tests {
     #[test]
     fn send_frame_is_valid_json_with_a_padded_probe() {
         let mut out = String::new();
-        encode_send(&mut out, "u7", 42, 123_456_789, 100);
+        encode_send(&mut out, "u7", 42, 123_456_789, 9, 100);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["type"], "send");
         assert_eq!(v["id"], 42);
@@ -176,7 +233,8 @@ mod tests {
             probe,
             Probe {
                 t: 123_456_789,
-                s: 42
+                s: 42,
+                c: Some(9)
             }
         );
     }
@@ -184,10 +242,10 @@ mod tests {
     #[test]
     fn small_body_bytes_give_the_minimal_probe() {
         let mut out = String::from("stale");
-        encode_send(&mut out, "u1", 0, 0, 0);
+        encode_send(&mut out, "u1", 0, 0, 3, 0);
         assert_eq!(
             out,
-            r#"{"type":"send","id":0,"to":"u1","body":{"t":0,"s":0,"p":""}}"#
+            r#"{"type":"send","id":0,"to":"u1","body":{"t":0,"s":0,"c":3,"p":""}}"#
         );
     }
 
@@ -219,7 +277,11 @@ mod tests {
             ),
             Ok(ServerFrame::Message {
                 from: "u0".into(),
-                probe: Some(Probe { t: 5, s: 2 })
+                probe: Some(Probe {
+                    t: 5,
+                    s: 2,
+                    c: None
+                })
             })
         );
         assert_eq!(

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::stats::{Counts, Tallies};
+use crate::protocol::Dialect;
+use crate::stats::{new_histogram, Counts, Tallies};
 
 /// What the run was asked to do, echoed in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,21 +25,146 @@ pub struct RunConfig {
     pub warmup_s: f64,
     pub duration_s: f64,
     pub body_bytes: usize,
+    /// Runtime threads per load process.
     pub threads: usize,
+    /// Sessions per user.
+    pub devices: usize,
+    /// Load-generating processes.
+    pub processes: usize,
+    pub protocol: Dialect,
 }
 
-/// What the run recorded, gathered once it stopped.
+impl RunConfig {
+    pub fn of(cfg: &crate::cli::LoadConfig) -> Self {
+        RunConfig {
+            urls: cfg.urls.iter().map(|u| u.url.clone()).collect(),
+            clients: cfg.clients,
+            rate: cfg.rate,
+            warmup_s: cfg.warmup.as_secs_f64(),
+            duration_s: cfg.duration.as_secs_f64(),
+            body_bytes: cfg.body_bytes,
+            threads: cfg.threads,
+            devices: cfg.devices,
+            processes: cfg.processes,
+            protocol: cfg.dialect,
+        }
+    }
+}
+
+/// What the run recorded, gathered once it stopped; several processes' are merged with
+/// [`Measured::merge`]. It crosses process boundaries as JSON, histograms in V2 + deflate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
+    /// `last_send_ns` counts from the schedule's start.
     pub counts: Counts,
     pub tallies: Tallies,
     /// Sends the schedule held for the connections that came up.
     pub scheduled: u64,
-    /// The measured window as scheduled, ns on the shared clock: `[start + warm-up, end)`.
+    /// The measured window as scheduled, ns after the start: `[warm-up, end)`.
     pub window_ns: (u64, u64),
+    #[serde(with = "hist_b64")]
     pub ack: Histogram<u64>,
+    #[serde(with = "hist_b64")]
     pub delivery: Histogram<u64>,
+    #[serde(with = "hist_b64")]
     pub connect: Histogram<u64>,
+    #[serde(with = "hist_b64")]
     pub send_lag: Histogram<u64>,
+    /// From the first dial to the last connection up (or failed), ns.
+    pub connect_phase_ns: u64,
+    /// One interval a second from the start.
+    pub ticks: Vec<Tick>,
+}
+
+/// One second of a run: counts so far and the latencies recorded in that second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// The interval ends `k + 1` seconds after the start (the last one may be shorter or later).
+    pub k: u64,
+    /// Counts at the end of the interval, and at its beginning.
+    pub counts: Counts,
+    pub prev: Counts,
+    #[serde(with = "hist_b64")]
+    pub ack: Histogram<u64>,
+    #[serde(with = "hist_b64")]
+    pub delivery: Histogram<u64>,
+}
+
+impl Measured {
+    /// Adds up the parts of one run (same schedule window, synchronised start).
+    pub fn merge(parts: Vec<Measured>) -> Option<Measured> {
+        let mut it = parts.into_iter();
+        let mut out = it.next()?;
+        for p in it {
+            let last = out.counts.last_send_ns.max(p.counts.last_send_ns);
+            out.counts.add(&p.counts);
+            out.counts.last_send_ns = last;
+            out.tallies.add(&p.tallies);
+            out.scheduled += p.scheduled;
+            let _ = out.ack.add(&p.ack);
+            let _ = out.delivery.add(&p.delivery);
+            let _ = out.connect.add(&p.connect);
+            let _ = out.send_lag.add(&p.send_lag);
+            out.connect_phase_ns = out.connect_phase_ns.max(p.connect_phase_ns);
+            for t in p.ticks {
+                match out.ticks.iter_mut().find(|o| o.k == t.k) {
+                    Some(o) => {
+                        let last = o.counts.last_send_ns.max(t.counts.last_send_ns);
+                        o.counts.add(&t.counts);
+                        o.counts.last_send_ns = last;
+                        o.prev.add(&t.prev);
+                        let _ = o.ack.add(&t.ack);
+                        let _ = o.delivery.add(&t.delivery);
+                    }
+                    None => out.ticks.push(t),
+                }
+            }
+        }
+        out.ticks.sort_by_key(|t| t.k);
+        Some(out)
+    }
+}
+
+/// Serde for histograms: V2 + deflate, base64.
+pub mod hist_b64 {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let text = encode_histogram(h).ok_or_else(|| serde::ser::Error::custom("histogram"))?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        decode_histogram(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The inverse of [`encode_histogram`].
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("{e:?}"))?;
+    // Same bounds as perf's own, so later `add`s cannot fail on range.
+    let mut out = new_histogram();
+    out.add(&h).map_err(|e| format!("{e:?}"))?;
+    Ok(out)
+}
+
+/// One second of the run, for the timeline plot and the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    /// End of the second, seconds after the start.
+    pub t_s: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub ack_p99_us: u64,
+    pub delivery_p50_us: u64,
+    pub delivery_p99_us: u64,
+    pub delivery_p999_us: u64,
 }
 
 /// Percentiles of one histogram, µs.
@@ -89,6 +215,10 @@ pub struct Connections {
     /// Closed or broken before the run stopped them.
     pub dropped: u64,
     pub failures: BTreeMap<String, u64>,
+    /// First dial to last connection up, seconds.
+    pub connect_phase_s: f64,
+    /// Connections up / the connect phase (with `--connect-rate 0`, the server's connect rate).
+    pub connects_per_second: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,8 +243,13 @@ pub struct Messages {
     pub order_violations: u64,
     /// Skipped sequences never filled in, per sender.
     pub gaps: u64,
-    /// Acked `delivered` but never received (counts duplicates out).
+    /// Acked `delivered` but never received (counts duplicates out; with several devices,
+    /// each device that should have received a message counts).
     pub lost: u64,
+    /// Connections that should have received messages and got none.
+    pub silent_receivers: u64,
+    /// Sends with no sign of arrival: lost + missing acks + gaps. Zero on a healthy run.
+    pub silent_drops: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,6 +284,11 @@ pub struct Report {
     pub errors: Errors,
     /// Histograms, V2 + deflate, base64: name -> encoding.
     pub hdr: BTreeMap<String, String>,
+    /// One point a second.
+    pub timeline: Vec<TimelinePoint>,
+    /// What the report was built from (interval logs and plots use it).
+    #[serde(skip)]
+    pub raw: Option<Box<Measured>>,
 }
 
 impl Report {
@@ -167,6 +307,21 @@ impl Report {
             }
         };
         let unique = c.received - c.duplicates;
+        let lost = (c.delivered * config.devices.max(1) as u64).saturating_sub(unique);
+        let connect_phase_s = m.connect_phase_ns as f64 / 1e9;
+        let timeline = m
+            .ticks
+            .iter()
+            .map(|t| TimelinePoint {
+                t_s: (t.k + 1) as f64,
+                sent: t.counts.sent - t.prev.sent,
+                received: t.counts.received - t.prev.received,
+                ack_p99_us: Quantiles::of(&t.ack).p99,
+                delivery_p50_us: Quantiles::of(&t.delivery).p50,
+                delivery_p99_us: Quantiles::of(&t.delivery).p99,
+                delivery_p999_us: Quantiles::of(&t.delivery).p999,
+            })
+            .collect();
         let hdr = [
             ("ack", &m.ack),
             ("delivery", &m.delivery),
@@ -183,6 +338,12 @@ impl Report {
                 failed: c.connect_failed,
                 dropped: c.disconnects,
                 failures: m.tallies.connect_errors.clone(),
+                connect_phase_s: (connect_phase_s * 1000.0).round() / 1000.0,
+                connects_per_second: if connect_phase_s > 0.0 {
+                    (c.connected as f64 / connect_phase_s).round()
+                } else {
+                    0.0
+                },
             },
             config,
             window_s: (window_s * 1000.0).round() / 1000.0,
@@ -204,7 +365,9 @@ impl Report {
                 duplicates: c.duplicates,
                 order_violations: c.order_violations,
                 gaps: c.gaps,
-                lost: c.delivered.saturating_sub(unique),
+                lost,
+                silent_receivers: c.silent_receivers,
+                silent_drops: lost + c.missing_acks + c.gaps,
             },
             latency_us: Latency {
                 ack: Quantiles::of(&m.ack),
@@ -218,6 +381,8 @@ impl Report {
                 bad_frames: c.bad_frames,
             },
             hdr,
+            timeline,
+            raw: Some(Box::new(m.clone())),
         }
     }
 
@@ -235,6 +400,7 @@ impl Report {
             && m.duplicates == 0
             && m.order_violations == 0
             && m.lost == 0
+            && m.silent_receivers == 0
             && self.errors.error_frames == 0
             && self.errors.bad_frames == 0
     }
@@ -248,8 +414,11 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "perf load: {} clients over {} gateway url(s), target {} msg/s for {} s (warm-up {} s), {}-byte bodies, {} threads",
+            "perf load ({:?}): {} clients ({} per user) in {} process(es) over {} url(s), target {} msg/s for {} s (warm-up {} s), {}-byte bodies, {} threads each",
+            cfg.protocol,
             cfg.clients,
+            cfg.devices,
+            cfg.processes,
             cfg.urls.len(),
             cfg.rate,
             cfg.duration_s,
@@ -259,11 +428,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "connections  {}/{} up, {} failed, {} dropped; connect p50 {} p99 {} max {}",
+            "connections  {}/{} up, {} failed, {} dropped in {:.2} s ({:.0}/s); connect p50 {} p99 {} max {}",
             c.connected,
             c.attempted,
             c.failed,
             c.dropped,
+            c.connect_phase_s,
+            c.connects_per_second,
             ms(l.connect.p50),
             ms(l.connect.p99),
             ms(l.connect.max)
@@ -287,8 +458,8 @@ impl Report {
         tally_line(&mut s, "  failed", &m.failed_reasons);
         let _ = writeln!(
             s,
-            "integrity    lost {}  duplicates {}  order violations {}  gaps {}",
-            m.lost, m.duplicates, m.order_violations, m.gaps
+            "integrity    lost {}  duplicates {}  order violations {}  gaps {}  silent receivers {}  silent drops {}",
+            m.lost, m.duplicates, m.order_violations, m.gaps, m.silent_receivers, m.silent_drops
         );
         let _ = writeln!(
             s,
@@ -353,8 +524,6 @@ pub fn encode_histogram(h: &Histogram<u64>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::new_histogram;
-    use hdrhistogram::serialization::Deserializer;
 
     fn hist(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
         let mut h = new_histogram();
@@ -373,6 +542,9 @@ mod tests {
             duration_s: 10.0,
             body_bytes: 100,
             threads: 2,
+            devices: 1,
+            processes: 1,
+            protocol: Dialect::Connect,
         }
     }
 
@@ -386,6 +558,8 @@ mod tests {
             delivery: hist([500; 10]),
             connect: new_histogram(),
             send_lag: hist([1]),
+            connect_phase_ns: 500_000_000,
+            ticks: vec![],
         }
     }
 
@@ -461,6 +635,7 @@ mod tests {
             "latency_us",
             "errors",
             "hdr",
+            "timeline",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -81,9 +81,21 @@ pub struct RunArgs {
     /// Sweep: the delivery P99 bound, ms.
     #[arg(long, default_value_t = 50.0)]
     pub p99_ms: f64,
-    /// Runtime worker threads for the load (default: one per CPU).
+    /// Runtime worker threads per load process (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Sessions per user (multi-device recipients).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// Load processes (0: enough for at most 18,000 connections each).
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
+    /// Write HdrHistogram interval logs of the (last) load run into this directory.
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+    /// Write SVG plots (spectrum, timeline, and the sweep) into this directory.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// One server's figures over the run.
@@ -135,6 +147,11 @@ impl RunArgs {
             connect_timeout: crate::cli::DEFAULT_CONNECT_TIMEOUT_S,
             grace: crate::cli::DEFAULT_GRACE_S,
             threads: self.threads,
+            devices: self.devices,
+            processes: self.processes,
+            protocol: crate::protocol::Dialect::Connect,
+            hdr_log: None,
+            plot: None,
         }
     }
 }
@@ -200,7 +217,7 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
                 rate: args.rate * k,
                 ..cfg.clone()
             };
-            let r = rt.block_on(crate::load::run(&cfg));
+            let r = crate::multi::run(&cfg, &rt);
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -232,7 +249,7 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
             }
         }
     } else {
-        rt.block_on(crate::load::run(&cfg))
+        crate::multi::run(&cfg, &rt)
     };
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::clock::micros_between;
 use crate::order::{Seen, SeqTracker};
-use crate::protocol::{encode_send, parse_server, AckStatus, ServerFrame};
+use crate::protocol::{AckStatus, Dialect, ServerFrame};
 use crate::schedule::Schedule;
 use crate::stats::{Stats, Tally};
 
@@ -17,6 +17,26 @@ pub struct Shared {
     pub stats: Stats,
     /// JSON text length of each probe body.
     pub body_bytes: usize,
+    pub dialect: Dialect,
+    /// Sessions per user: connection `g` (global index) is device `g % devices` of user
+    /// `g / devices`; every device of the recipient gets each message.
+    pub devices: usize,
+    /// Global index of this process's connection 0 (several perf processes split one run).
+    pub offset: usize,
+}
+
+impl Shared {
+    /// Sends scheduled to the user that connection `index` (local) belongs to: every device
+    /// of its partner sends to it. Partners always live in the same process (see `plan`).
+    pub fn expected_in(&self, index: usize) -> u64 {
+        let k = self.devices.max(1);
+        let global = self.offset + index;
+        let peer_user = crate::plan::peer(global / k);
+        (0..k)
+            .filter_map(|d| (peer_user * k + d).checked_sub(self.offset))
+            .map(|local| self.schedule.sends_for(local))
+            .sum()
+    }
 }
 
 /// One connection's sending and receiving state.
@@ -31,8 +51,10 @@ pub struct Session {
     total: u64,
     /// Outstanding sends: sequence -> intended send time (ns).
     pending: HashMap<u64, u64>,
-    /// Sequences seen per sender. Each user has one partner, so this holds one entry.
-    from: HashMap<String, SeqTracker>,
+    /// Sequences seen per sending connection (the partner's devices).
+    from: HashMap<u64, SeqTracker>,
+    /// Distinct probes received.
+    received: u64,
 }
 
 impl Session {
@@ -48,6 +70,7 @@ impl Session {
             total,
             pending: HashMap::new(),
             from: HashMap::new(),
+            received: 0,
         }
     }
 
@@ -71,7 +94,10 @@ impl Session {
         while let Some(due) = self.next_due_ns().filter(|&d| d <= now_ns) {
             let seq = self.next_k;
             let mut frame = String::with_capacity(self.shared.body_bytes + 64);
-            encode_send(&mut frame, &self.peer, seq, due, self.shared.body_bytes);
+            let conn = (self.shared.offset + self.index) as u64;
+            let sh = &self.shared;
+            sh.dialect
+                .encode_send(&mut frame, &self.peer, seq, due, conn, sh.body_bytes);
             out.push(frame);
             self.pending.insert(seq, due);
             self.next_k += 1;
@@ -91,7 +117,7 @@ impl Session {
     /// Handles one text frame from the server, received at `now_ns`.
     pub fn on_text(&mut self, text: &str, now_ns: u64) {
         let stats = &self.shared.stats;
-        let frame = match parse_server(text) {
+        let frame = match self.shared.dialect.parse(text) {
             Ok(f) => f,
             Err(_) => {
                 stats.bump(|c| &c.bad_frames);
@@ -119,18 +145,12 @@ impl Session {
                 }
             }
             ServerFrame::Message {
-                from,
-                probe: Some(probe),
+                probe: Some(probe), ..
             } => {
                 stats.bump(|c| &c.received);
-                let seen = match self.from.get_mut(&*from) {
-                    Some(t) => t.observe(probe.s),
-                    None => self
-                        .from
-                        .entry(from.into_owned())
-                        .or_default()
-                        .observe(probe.s),
-                };
+                // Older probes carry no sender connection: one sender per recipient then.
+                let sender = probe.c.unwrap_or(u64::MAX);
+                let seen = self.from.entry(sender).or_default().observe(probe.s);
                 match seen {
                     Seen::InOrder => {}
                     Seen::Late => stats.bump(|c| &c.order_violations),
@@ -139,6 +159,7 @@ impl Session {
                         return;
                     }
                 }
+                self.received += 1;
                 if self.is_measured(probe.t) {
                     stats.bump(|c| &c.received_measured);
                     stats
@@ -183,6 +204,9 @@ impl Session {
             |c| &c.gaps,
             self.from.values().map(SeqTracker::missing).sum(),
         );
+        if self.received == 0 && self.shared.expected_in(self.index) > 0 {
+            stats.bump(|c| &c.silent_receivers);
+        }
         self.pending.clear();
         self.next_k = self.total;
     }
@@ -212,6 +236,9 @@ mod tests {
             ),
             stats: Stats::default(),
             body_bytes: 50,
+            dialect: Dialect::Connect,
+            devices: 1,
+            offset: 0,
         })
     }
 

@@ -70,7 +70,7 @@ macro_rules! counters {
         }
 
         /// A snapshot of [`Counters`].
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct Counts {
             $($(#[$doc])* pub $name: u64,)*
         }
@@ -78,6 +78,13 @@ macro_rules! counters {
         impl Counters {
             pub fn snapshot(&self) -> Counts {
                 Counts { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Counts {
+            /// Adds `other` field by field (`last_send_ns`, a time, is fixed up by the caller).
+            pub fn add(&mut self, other: &Counts) {
+                $(self.$name += other.$name;)*
             }
         }
     };
@@ -120,12 +127,15 @@ counters! {
     send_errors,
     /// Frames perf could not parse or attribute (bad JSON, messages that are not our probes).
     bad_frames,
+    /// Connections that were up, whose user was sent messages acked `delivered`, yet received
+    /// none: a device the system silently left out.
+    silent_receivers,
     /// Latest actual send time, ns on the shared clock (a maximum, not a count).
     last_send_ns,
 }
 
 /// Counts by name: why acks failed, which error codes came back, why connects failed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tallies {
     pub failed_reasons: BTreeMap<String, u64>,
     pub error_codes: BTreeMap<String, u64>,
@@ -181,6 +191,20 @@ impl Stats {
 
     pub fn tallies(&self) -> Tallies {
         lock(&self.tallies).clone()
+    }
+}
+
+impl Tallies {
+    pub fn add(&mut self, other: &Tallies) {
+        for (mine, theirs) in [
+            (&mut self.failed_reasons, &other.failed_reasons),
+            (&mut self.error_codes, &other.error_codes),
+            (&mut self.connect_errors, &other.connect_errors),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k.clone()).or_default() += v;
+            }
+        }
     }
 }
 
