@@ -12,13 +12,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 
 use crate::cluster::{ClusterClient, RoutedReply};
 use crate::codec::encode_command;
-use crate::conn::{self, Shared};
+use crate::conn::{self, Cells, Shared};
 use crate::{Config, Error, Reply};
 
 /// A pipelined Redis client owned by one shard executor: one connection to one
@@ -82,6 +82,13 @@ pub struct Stats {
     pub topology_refreshes: u64,
     /// Nodes connected to (1 for one node; the masters in cluster mode).
     pub nodes: usize,
+    /// Connections reset because a request got no reply within
+    /// [`Config::command_timeout`] (a slow or stuck server). Per-call timeouts
+    /// ([`Client::submit_with_timeout`], [`Batch::with_timeout`]) do not reset anything and are
+    /// not counted.
+    pub timeouts: u64,
+    /// Requests refused with [`Error::Overloaded`] ([`Config::max_in_flight`] reached).
+    pub overloaded: u64,
 }
 
 impl Client {
@@ -124,6 +131,32 @@ impl Client {
         }
     }
 
+    /// Like [`Client::submit`], with a deadline of its own: the future fails with
+    /// [`Error::Timeout`] if the reply has not arrived `timeout` after this call (the command
+    /// may have executed). The connection is not reset for it: a late reply is read and
+    /// dropped. The connection-wide [`Config::command_timeout`] still applies too, so a
+    /// `timeout` longer than that does not extend it (cluster mode: the command's usual bound,
+    /// redirects and failover waits included, see the crate doc).
+    ///
+    /// Costs one timer per call; [`Client::submit`] (the connection-wide timeout) costs none.
+    pub fn submit_with_timeout(&self, args: &[&[u8]], timeout: Duration) -> ReplyFuture {
+        self.submit(args).with_timeout(timeout)
+    }
+
+    /// Waits until `n` more requests can be queued without [`Error::Overloaded`] (cluster mode:
+    /// on every master's connection): backpressure for a producer that would rather wait than
+    /// shed load. Resolves at once when there is room; fails at once with
+    /// [`Error::Disconnected`] / [`Error::Closed`] when requests would fail for another reason,
+    /// and with [`Error::Overloaded`] when `n` exceeds [`Config::max_in_flight`]. Not bounded
+    /// in time: wrap it in a timeout. On one shard executor nothing else runs between this
+    /// resolving and the caller's next `submit*`, so the room is still there.
+    pub async fn ready(&self, n: usize) -> Result<(), Error> {
+        match &self.inner {
+            Inner::Node(node) => node.ready(n).await,
+            Inner::Cluster(c) => c.ready(n).await,
+        }
+    }
+
     /// Queues several commands now, in order, all or none; the future yields their replies in
     /// the same order. A transport failure fails the whole batch with the first error.
     ///
@@ -141,11 +174,18 @@ impl Client {
         }
     }
 
-    /// Queues a [`Batch`] built earlier, like [`Client::submit_many`].
+    /// Queues a [`Batch`] built earlier, like [`Client::submit_many`]. With
+    /// [`Batch::with_timeout`], the future fails with [`Error::Timeout`] if the replies have not
+    /// all arrived in time (see [`Client::submit_with_timeout`]).
     pub fn submit_batch(&self, batch: Batch) -> BatchFuture {
-        match &self.inner {
+        let timeout = batch.timeout;
+        let future = match &self.inner {
             Inner::Node(n) => n.submit_batch(batch),
             Inner::Cluster(c) => c.submit_batch(batch),
+        };
+        match timeout {
+            Some(t) => future.with_timeout(t),
+            None => future,
         }
     }
 
@@ -225,12 +265,16 @@ impl NodeClient {
         if let Err(e) = st.admit(1) {
             return ReplyFuture::failed(e);
         }
-        let cell = Rc::new(RefCell::new(OneState::default()));
+        let idx = st.cells.alloc();
         encode_command(&mut st.wbuf, args);
         st.commands += 1;
-        st.pipeline.push(Slot::One(cell.clone()), Instant::now());
+        st.pipeline.push_unsent(Slot::One(idx));
         st.wake_driver();
-        ReplyFuture::waiting(cell)
+        drop(st);
+        ReplyFuture::waiting(ReplyCell {
+            shared: shared.clone(),
+            idx,
+        })
     }
 
     /// Queues several commands now, in order, all or none; the future yields their replies in
@@ -284,6 +328,11 @@ impl NodeClient {
         self.handle.shared.state.borrow().connected
     }
 
+    /// See [`Client::ready`].
+    pub async fn ready(&self, n: usize) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.handle.shared.poll_room(n, cx)).await
+    }
+
     /// Current health figures.
     pub fn stats(&self) -> Stats {
         self.handle.shared.state.borrow().stats()
@@ -296,20 +345,25 @@ impl NodeClient {
 
     /// `Ok` if `n` more requests may be queued now (all-or-none checks across nodes).
     pub fn admit(&self, n: usize) -> Result<(), Error> {
-        self.handle.shared.state.borrow().admit(n)
+        self.handle.shared.state.borrow_mut().admit(n)
     }
 
     /// Queues one command already encoded (`encoded`, concatenated) and returns its reply
     /// cell: the cluster's fast path.
-    pub fn queue_encoded_one(&self, encoded: &[u8]) -> Result<Rc<RefCell<OneState>>, Error> {
-        let mut st = self.handle.shared.state.borrow_mut();
+    pub fn queue_encoded_one(&self, encoded: &[u8]) -> Result<ReplyCell, Error> {
+        let shared = &self.handle.shared;
+        let mut st = shared.state.borrow_mut();
         st.admit(1)?;
-        let cell = Rc::new(RefCell::new(OneState::default()));
+        let idx = st.cells.alloc();
         st.wbuf.extend_from_slice(encoded);
         st.commands += 1;
-        st.pipeline.push(Slot::One(cell.clone()), Instant::now());
+        st.pipeline.push_unsent(Slot::One(idx));
         st.wake_driver();
-        Ok(cell)
+        drop(st);
+        Ok(ReplyCell {
+            shared: shared.clone(),
+            idx,
+        })
     }
 
     /// Queues `n` commands already encoded in `parts` (concatenated in order), all or none.
@@ -336,6 +390,7 @@ pub struct Batch {
     pub(crate) buf: BytesMut,
     pub(crate) count: usize,
     pub(crate) error: Option<Error>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Batch {
@@ -358,6 +413,15 @@ impl Batch {
         self
     }
 
+    /// Gives the batch a deadline of its own: its future fails with [`Error::Timeout`] if the
+    /// replies have not all arrived `timeout` after [`Client::submit_batch`] (see
+    /// [`Client::submit_with_timeout`]: the connection is not reset, the connection-wide
+    /// timeout still applies).
+    pub fn with_timeout(&mut self, timeout: Duration) -> &mut Batch {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Number of commands in the batch.
     pub fn len(&self) -> usize {
         self.count
@@ -371,21 +435,17 @@ impl Batch {
 
 /// Where one request's reply goes.
 pub(crate) enum Slot {
-    One(Rc<RefCell<OneState>>),
+    /// A [`ReplyFuture`]'s cell: an index into the connection's [`Cells`] (pooled, no
+    /// allocation per request).
+    One(u32),
     Batch(Rc<RefCell<BatchState>>),
 }
 
 impl Slot {
     /// Delivers the reply (or failure) and wakes the waiting task.
-    pub(crate) fn complete(self, result: Result<Reply, Error>) {
+    pub(crate) fn complete(self, cells: &mut Cells, result: Result<Reply, Error>) {
         match self {
-            Slot::One(cell) => {
-                let mut st = cell.borrow_mut();
-                st.result = Some(result);
-                if let Some(w) = st.waker.take() {
-                    w.wake();
-                }
-            }
+            Slot::One(idx) => cells.complete(idx, result),
             Slot::Batch(cell) => {
                 let mut st = cell.borrow_mut();
                 if st.error.is_some() {
@@ -405,20 +465,35 @@ impl Slot {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct OneState {
-    result: Option<Result<Reply, Error>>,
-    waker: Option<Waker>,
+/// The reply slot of one request queued on a node connection: a cell in its pool, given back
+/// when both the reply has arrived and the future is done with it.
+pub(crate) struct ReplyCell {
+    shared: Rc<Shared>,
+    /// [`TAKEN`] once the result was taken.
+    idx: u32,
 }
 
-impl OneState {
+const TAKEN: u32 = u32::MAX;
+
+impl ReplyCell {
     /// The result if it arrived; else registers `cx`'s waker.
     pub(crate) fn poll_take(&mut self, cx: &Context<'_>) -> Poll<Result<Reply, Error>> {
-        match self.result.take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                register(&mut self.waker, cx);
-                Poll::Pending
+        assert!(self.idx != TAKEN, "ReplyFuture polled after completion");
+        let ready = self.shared.state.borrow_mut().cells.poll_take(self.idx, cx);
+        if ready.is_ready() {
+            self.idx = TAKEN;
+        }
+        ready
+    }
+}
+
+impl Drop for ReplyCell {
+    fn drop(&mut self) {
+        if self.idx != TAKEN {
+            // Never borrowed here while the state is (no drop of a reply future inside the
+            // client's own borrows); if it were, the cell would only stay unused.
+            if let Ok(mut st) = self.shared.state.try_borrow_mut() {
+                st.cells.abandon(self.idx);
             }
         }
     }
@@ -431,7 +506,7 @@ pub(crate) struct BatchState {
     waker: Option<Waker>,
 }
 
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
@@ -444,7 +519,7 @@ pub struct ReplyFuture(ReplyState);
 
 enum ReplyState {
     Failed(Option<Error>),
-    Waiting(Rc<RefCell<OneState>>),
+    Waiting(ReplyCell),
     /// Cluster mode, no redirect yet.
     Routed(RoutedReply),
     /// Cluster mode, following a redirect or waiting for a new master (rare: boxed).
@@ -456,8 +531,20 @@ impl ReplyFuture {
         ReplyFuture(ReplyState::Failed(Some(e)))
     }
 
-    pub(crate) fn waiting(cell: Rc<RefCell<OneState>>) -> ReplyFuture {
+    pub(crate) fn waiting(cell: ReplyCell) -> ReplyFuture {
         ReplyFuture(ReplyState::Waiting(cell))
+    }
+
+    /// This future, failing with [`Error::Timeout`] `timeout` from now if still pending then.
+    pub(crate) fn with_timeout(self, timeout: Duration) -> ReplyFuture {
+        if matches!(self.0, ReplyState::Failed(_)) {
+            return self;
+        }
+        ReplyFuture::retrying(async move {
+            runtime::rt::timeout(timeout, self)
+                .await
+                .unwrap_or(Err(Error::Timeout))
+        })
     }
 
     pub(crate) fn routed(r: RoutedReply) -> ReplyFuture {
@@ -478,7 +565,7 @@ impl Future for ReplyFuture {
             ReplyState::Failed(e) => {
                 Poll::Ready(Err(e.take().expect("ReplyFuture polled after completion")))
             }
-            ReplyState::Waiting(cell) => cell.borrow_mut().poll_take(cx),
+            ReplyState::Waiting(cell) => cell.poll_take(cx),
             ReplyState::Routed(routed) => match routed.poll(cx) {
                 Ok(ready) => ready,
                 Err(retry) => {
@@ -498,7 +585,8 @@ pub struct BatchFuture(BatchFutureState);
 enum BatchFutureState {
     Done(Option<Result<Vec<Reply>, Error>>),
     Waiting(Rc<RefCell<BatchState>>),
-    /// Cluster mode: per-node parts and redirects, reassembled (one box per batch).
+    /// Cluster mode: per-node parts and redirects, reassembled (one box per batch); or a batch
+    /// with a timeout of its own.
     Cluster(Pin<Box<dyn Future<Output = Result<Vec<Reply>, Error>>>>),
 }
 
@@ -517,6 +605,18 @@ impl BatchFuture {
         BatchFuture(BatchFutureState::Cluster(Box::pin(f)))
     }
 
+    /// This future, failing with [`Error::Timeout`] `timeout` from now if still pending then.
+    pub(crate) fn with_timeout(self, timeout: Duration) -> BatchFuture {
+        if matches!(self.0, BatchFutureState::Done(_)) {
+            return self;
+        }
+        BatchFuture::cluster(async move {
+            runtime::rt::timeout(timeout, self)
+                .await
+                .unwrap_or(Err(Error::Timeout))
+        })
+    }
+
     /// Pushes `n` slots (their commands are already in the write buffer).
     fn queue(st: &mut conn::State, n: usize) -> BatchFuture {
         if n == 0 {
@@ -528,10 +628,9 @@ impl BatchFuture {
             error: None,
             waker: None,
         }));
-        let now = Instant::now();
         st.commands += n as u64;
         for _ in 0..n {
-            st.pipeline.push(Slot::Batch(cell.clone()), now);
+            st.pipeline.push_unsent(Slot::Batch(cell.clone()));
         }
         st.wake_driver();
         BatchFuture(BatchFutureState::Waiting(cell))

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 
-use crate::client::{BatchFuture, NodeClient, OneState, ReplyFuture, Stats};
+use crate::client::{BatchFuture, NodeClient, ReplyCell, ReplyFuture, Stats};
 use crate::codec::{encode_command, encoded_len};
 use crate::redirect::{complete_addr, host_of, parse_redirect, Redirect};
 use crate::route::{command_key, EncodedCommands};
@@ -231,6 +231,27 @@ impl ClusterClient {
         }
     }
 
+    /// See [`crate::Client::ready`]: room on every master's connection.
+    pub async fn ready(&self, n: usize) -> Result<(), Error> {
+        let masters: Vec<NodeClient> = {
+            let st = self.handle.shared.state.borrow();
+            if st.shutdown {
+                return Err(Error::Closed);
+            }
+            if !st.known {
+                return Err(Error::Disconnected);
+            }
+            st.masters()
+                .into_iter()
+                .filter_map(|i| st.node(i).map(|n| n.client.clone()))
+                .collect()
+        };
+        for node in masters {
+            node.ready(n).await?;
+        }
+        Ok(())
+    }
+
     pub fn is_connected(&self) -> bool {
         let st = self.handle.shared.state.borrow();
         st.known
@@ -258,6 +279,8 @@ impl ClusterClient {
             total.writes += s.writes;
             total.commands += s.commands;
             total.latency_us = total.latency_us.max(s.latency_us);
+            total.timeouts += s.timeouts;
+            total.overloaded += s.overloaded;
             total.nodes += 1;
         }
         total
@@ -560,7 +583,7 @@ fn unserved(slot: Option<u16>) -> Error {
 /// A command queued on one node, not yet resent: the cluster's fast path inside
 /// [`ReplyFuture`].
 pub(crate) struct RoutedReply {
-    cell: Rc<RefCell<OneState>>,
+    cell: ReplyCell,
     cmd: Bytes,
     cluster: Weak<Shared>,
     slot: Option<u16>,
@@ -578,7 +601,7 @@ impl RoutedReply {
         &mut self,
         cx: &Context<'_>,
     ) -> Result<Poll<Result<Reply, Error>>, RetryFuture> {
-        let result = match self.cell.borrow_mut().poll_take(cx) {
+        let result = match self.cell.poll_take(cx) {
             Poll::Pending => return Ok(Poll::Pending),
             Poll::Ready(r) => r,
         };

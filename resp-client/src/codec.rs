@@ -6,7 +6,9 @@
 //! and terminator; the reply is then built from those checked bytes in one pass, as [`Reply`]
 //! values that share the read buffer's memory.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::scan::{find_crlf, parse_int, Limits, Scanner};
 use crate::{Error, Reply};
@@ -24,12 +26,58 @@ pub const MAX_DEPTH: usize = 16;
 /// An empty `args` is rejected by the client before it gets here: Redis ignores `*0`, which
 /// would shift every later reply onto the wrong request.
 pub fn encode_command(buf: &mut BytesMut, args: &[&[u8]]) {
-    buf.reserve(encoded_len(args));
-    put_header(buf, b'*', args.len());
+    let len = encoded_len(args);
+    buf.reserve(len);
+    let mut out = SpareWriter {
+        spare: &mut buf.spare_capacity_mut()[..len],
+        at: 0,
+    };
+    out.header(b'*', args.len());
     for arg in args {
-        put_header(buf, b'$', arg.len());
-        buf.put_slice(arg);
-        buf.put_slice(b"\r\n");
+        out.header(b'$', arg.len());
+        out.put(arg);
+        out.put(b"\r\n");
+    }
+    // `encoded_len` is exact (checked by the tests); this keeps `set_len` sound regardless.
+    assert_eq!(out.at, len, "encoded_len disagrees with encode_command");
+    // SAFETY: `SpareWriter` initialised the first `len` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + len) };
+}
+
+/// Writes into a buffer's spare capacity front to back (one `reserve` for a whole command,
+/// no per-piece capacity checks of `BufMut`).
+struct SpareWriter<'a> {
+    spare: &'a mut [MaybeUninit<u8>],
+    /// Bytes written so far (all of `spare[..at]` is initialised).
+    at: usize,
+}
+
+impl SpareWriter<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let dst = &mut self.spare[self.at..self.at + bytes.len()];
+        // SAFETY: `dst` has exactly `bytes.len()` elements (the slice index is checked) and
+        // `MaybeUninit<u8>` has the layout of `u8`; the regions cannot overlap (`&mut`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.as_mut_ptr().cast(), bytes.len())
+        };
+        self.at += bytes.len();
+    }
+
+    /// `<kind><n>\r\n`, with the one- and two-digit counts of almost every header written
+    /// directly.
+    #[inline(always)]
+    fn header(&mut self, kind: u8, n: usize) {
+        if n < 10 {
+            self.put(&[kind, b'0' + n as u8, b'\r', b'\n']);
+        } else if n < 100 {
+            let d = &DIGITS2[n * 2..n * 2 + 2];
+            self.put(&[kind, d[0], d[1], b'\r', b'\n']);
+        } else {
+            self.put(&[kind]);
+            self.put(Int::from(n as i64).as_ref());
+            self.put(b"\r\n");
+        }
     }
 }
 
@@ -40,21 +88,6 @@ pub fn encoded_len(args: &[&[u8]]) -> usize {
         len += 1 + decimal_len(arg.len() as u64) + 2 + arg.len() + 2;
     }
     len
-}
-
-/// `<kind><n>\r\n`, with the one- and two-digit counts of almost every header written
-/// directly.
-fn put_header(buf: &mut BytesMut, kind: u8, n: usize) {
-    if n < 10 {
-        buf.put_slice(&[kind, b'0' + n as u8, b'\r', b'\n']);
-    } else if n < 100 {
-        let d = &DIGITS2[n * 2..n * 2 + 2];
-        buf.put_slice(&[kind, d[0], d[1], b'\r', b'\n']);
-    } else {
-        buf.put_u8(kind);
-        buf.put_slice(Int::from(n as i64).as_ref());
-        buf.put_slice(b"\r\n");
-    }
 }
 
 fn decimal_len(n: u64) -> usize {
@@ -176,6 +209,11 @@ impl Decoder {
     /// does not hold a complete reply yet (nothing is consumed). Bytes after the reply stay in
     /// `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, Error> {
+        if self.scanner.is_idle() {
+            if let Some(reply) = fast(buf, self.limits.max_reply_bytes) {
+                return Ok(Some(reply));
+            }
+        }
         let Some(len) = self.scanner.scan(buf, &self.limits)? else {
             return Ok(None);
         };
@@ -186,6 +224,68 @@ impl Decoder {
         let bytes = buf.split_to(len).freeze();
         build(&bytes).map(Some)
     }
+}
+
+/// Longest status line or bulk header [`fast`] looks at for its CRLF: a bounded look, so that a
+/// long line arriving in many reads is still scanned once (by the resumable scan), not once per
+/// read.
+const FAST_LINE: usize = 64;
+
+/// The common single-value replies (`+status`, `-error`, `:int`, `$bulk`, nil) when complete in
+/// `buf`, decoded and consumed directly, without the general scan and build. `None` (nothing
+/// consumed) for everything else, including every malformed or over-limit reply: the general
+/// path then reports it, so both paths accept exactly the same replies.
+#[inline]
+fn fast(buf: &mut BytesMut, max_reply_bytes: usize) -> Option<Reply> {
+    let kind = *buf.first()?;
+    if !matches!(kind, b'+' | b'-' | b':' | b'$') {
+        return None;
+    }
+    let window = &buf[..buf.len().min(FAST_LINE)];
+    let line_end = find_crlf(window, 1)?;
+    let line = &buf[1..line_end];
+    let head = line_end + 2;
+    if head > max_reply_bytes {
+        return None;
+    }
+    let reply = match kind {
+        b':' => {
+            let n = parse_int(line).ok()?;
+            buf.advance(head);
+            return Some(Reply::Int(n));
+        }
+        b'$' => {
+            let n = parse_int(line).ok()?;
+            if n == -1 {
+                buf.advance(head);
+                return Some(Reply::Nil);
+            }
+            let n = usize::try_from(n).ok()?;
+            let total = head.checked_add(n)?.checked_add(2)?;
+            if total > max_reply_bytes || buf.len() < total || &buf[total - 2..total] != b"\r\n" {
+                return None;
+            }
+            let all = buf.split_to(total).freeze();
+            Reply::Bulk(all.slice(head..total - 2))
+        }
+        b'+' if line == b"OK" => {
+            buf.advance(head);
+            return Some(Reply::Simple(Bytes::from_static(b"OK")));
+        }
+        _ => {
+            if kind == b'-' && std::str::from_utf8(line).is_err() {
+                return None;
+            }
+            let all = buf.split_to(head).freeze();
+            let text = all.slice(1..line_end);
+            if kind == b'+' {
+                Reply::Simple(text)
+            } else {
+                Reply::Error(text)
+            }
+        }
+    };
+    Some(reply)
 }
 
 /// The replies that keep no bytes (integers, `+OK`, nil, empty arrays), read in place: no
@@ -345,7 +445,7 @@ fn build(bytes: &Bytes) -> Result<Reply, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use bytes::{BufMut, Bytes};
 
     fn bulk(s: &str) -> Reply {
         Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()))

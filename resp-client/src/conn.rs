@@ -19,12 +19,12 @@ use bytes::{Buf, BytesMut};
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::client::{Slot, Stats};
+use crate::client::{register, Slot, Stats};
 use crate::codec::Decoder;
 use crate::connect;
 use crate::pipeline::Pipeline;
 use crate::tls::Stream;
-use crate::{Config, Error};
+use crate::{Config, Error, Reply};
 use runtime::backoff::Backoff;
 
 /// Bytes read from the socket per read call.
@@ -43,6 +43,10 @@ pub(crate) struct State {
     starting: bool,
     shutdown: bool,
     pub pipeline: Pipeline<Slot>,
+    /// The reply cells of single requests (`Slot::One`), pooled.
+    pub cells: Cells,
+    /// Tasks in [`crate::Client::ready`], waiting for room in the pipeline.
+    room_waiters: Vec<Waker>,
     /// Encoded commands not yet handed to the writer. Every command in it has its slot in
     /// `pipeline`, behind the slots of the commands already written.
     pub wbuf: BytesMut,
@@ -56,11 +60,23 @@ pub(crate) struct State {
     pub commands: u64,
     /// EWMA of the request round trip, in nanoseconds (0 before the first reply).
     latency_ns: u64,
+    timeouts: u64,
+    overloaded: u64,
 }
 
 impl State {
     /// `Ok` if `n` more requests may be queued now.
-    pub fn admit(&self, n: usize) -> Result<(), Error> {
+    #[inline]
+    pub fn admit(&mut self, n: usize) -> Result<(), Error> {
+        let r = self.check_admit(n);
+        if matches!(r, Err(Error::Overloaded { .. })) {
+            self.overloaded += 1;
+        }
+        r
+    }
+
+    /// Like [`State::admit`], counting nothing.
+    pub fn check_admit(&self, n: usize) -> Result<(), Error> {
         if self.shutdown {
             return Err(Error::Closed);
         }
@@ -68,6 +84,21 @@ impl State {
             return Err(Error::Disconnected);
         }
         self.pipeline.check_room(n)
+    }
+
+    /// Wakes the tasks waiting for room (after replies or failures emptied some).
+    fn wake_room_waiters(&mut self) {
+        if !self.room_waiters.is_empty() {
+            self.room_waiters.drain(..).for_each(Waker::wake);
+        }
+    }
+
+    /// Completes every slot in `slots` with its error.
+    fn fail(&mut self, failed: impl IntoIterator<Item = (Slot, Error)>) {
+        for (slot, err) in failed {
+            slot.complete(&mut self.cells, Err(err));
+        }
+        self.wake_room_waiters();
     }
 
     pub fn wake_driver(&mut self) {
@@ -95,6 +126,8 @@ impl State {
             redirects: 0,
             topology_refreshes: 0,
             nodes: 1,
+            timeouts: self.timeouts,
+            overloaded: self.overloaded,
         }
     }
 }
@@ -109,6 +142,8 @@ impl Shared {
                 starting: true,
                 shutdown: false,
                 pipeline,
+                cells: Cells::default(),
+                room_waiters: Vec::new(),
                 wbuf: BytesMut::new(),
                 driver: None,
                 connect_waiters: Vec::new(),
@@ -117,6 +152,8 @@ impl Shared {
                 writes: 0,
                 commands: 0,
                 latency_ns: 0,
+                timeouts: 0,
+                overloaded: 0,
             }),
         }
     }
@@ -136,6 +173,21 @@ impl Shared {
             st.connect_waiters.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// `Ready(Ok)` when `n` more requests fit, `Pending` while the pipeline is full, else the
+    /// error a request would get now.
+    pub fn poll_room(&self, n: usize, cx: &Context<'_>) -> Poll<Result<(), Error>> {
+        let mut st = self.state.borrow_mut();
+        match st.check_admit(n) {
+            Err(Error::Overloaded { max_in_flight }) if n <= max_in_flight => {
+                if !st.room_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.room_waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            r => Poll::Ready(r),
+        }
     }
 
     /// Resolves once the client is shut down.
@@ -172,15 +224,14 @@ pub(crate) async fn run(shared: Rc<Shared>) {
         let cause = match attempt {
             None => break,
             Some(Err(reason)) => {
-                let failed = {
+                {
                     let mut st = shared.state.borrow_mut();
                     st.connect_errors += 1;
                     st.starting = false;
                     st.wbuf.clear();
-                    st.pipeline.take_all() // queued during the first attempt, never sent
-                };
-                for slot in failed {
-                    slot.complete(Err(Error::Disconnected));
+                    // Queued during the first attempt, never sent.
+                    let failed = st.pipeline.take_all();
+                    st.fail(failed.into_iter().map(|s| (s, Error::Disconnected)));
                 }
                 if failing {
                     tracing::debug!(addr = %cfg.addr, %reason, "Redis connection attempt failed");
@@ -204,19 +255,20 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 waiters.into_iter().for_each(Waker::wake);
                 tracing::info!(addr = %cfg.addr, "connected to Redis");
                 let cause = serve(&shared, stream, resp3).await;
-                let failed = {
+                {
                     let mut st = shared.state.borrow_mut();
                     st.connected = false;
                     st.wbuf.clear();
+                    if cause == Error::Timeout {
+                        st.timeouts += 1;
+                    }
                     let rest = if st.shutdown {
                         Error::Closed
                     } else {
                         Error::ConnectionLost
                     };
-                    st.pipeline.fail_all(cause.clone(), rest, Instant::now())
-                };
-                for (slot, err) in failed {
-                    slot.complete(Err(err));
+                    let failed = st.pipeline.fail_all(cause.clone(), rest, Instant::now());
+                    st.fail(failed);
                 }
                 if shared.state.borrow().shutdown {
                     break;
@@ -242,15 +294,13 @@ pub(crate) async fn run(shared: Rc<Shared>) {
             break;
         }
     }
-    let failed = {
+    {
         let mut st = shared.state.borrow_mut();
         st.connected = false;
         st.starting = false;
         st.wbuf.clear();
-        st.pipeline.take_all()
-    };
-    for slot in failed {
-        slot.complete(Err(Error::Closed));
+        let failed = st.pipeline.take_all();
+        st.fail(failed.into_iter().map(|s| (s, Error::Closed)));
     }
     tracing::debug!(addr = %cfg.addr, "Redis client shut down");
 }
@@ -279,6 +329,8 @@ async fn write_loop(shared: &Shared, stream: &RefCell<Stream>) -> Error {
                 Poll::Pending
             } else {
                 std::mem::swap(&mut out, &mut st.wbuf);
+                // Their timeouts start now (one clock read per write, not per request).
+                st.pipeline.mark_sent(Instant::now());
                 Poll::Ready(())
             }
         })
@@ -312,51 +364,46 @@ async fn read_loop(shared: &Shared, stream: &RefCell<Stream>, resp3: bool) -> Er
     let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len).with_resp3(resp3);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
-    let mut now = Instant::now();
     loop {
+        // One clock read and one latency sample per socket read (the oldest request it
+        // answers), not per reply.
+        let mut sample = !rbuf.is_empty();
+        let mut answered = false;
         loop {
-            match dec.decode(&mut rbuf) {
-                Ok(Some(crate::Reply::Push(push))) => {
+            let reply = match dec.decode(&mut rbuf) {
+                Ok(Some(Reply::Push(push))) => {
                     // Out of band (RESP3): never the answer to a request.
                     tracing::debug!(len = push.len(), "ignoring a RESP3 push from Redis");
+                    continue;
                 }
-                Ok(Some(reply)) => {
-                    let slot = {
-                        let mut st = shared.state.borrow_mut();
-                        let slot = st.pipeline.on_reply_timed();
-                        if let Some((_, sent)) = &slot {
-                            // One clock read per socket read, not per reply.
-                            let sample = now.saturating_duration_since(*sent).as_nanos() as u64;
-                            let old = st.latency_ns;
-                            st.latency_ns = if old == 0 {
-                                sample
-                            } else {
-                                old - old / 8 + sample / 8
-                            };
-                        }
-                        slot.map(|(slot, _)| slot)
-                    };
-                    match slot {
-                        Some(slot) => slot.complete(Ok(reply)),
-                        None => {
-                            return Error::Protocol(
-                                "a reply arrived with no request pending".into(),
-                            )
-                        }
-                    }
-                }
+                Ok(Some(reply)) => reply,
                 Ok(None) => break,
                 Err(e) => return e,
+            };
+            let mut st = shared.state.borrow_mut();
+            let st = &mut *st;
+            if sample {
+                sample = false;
+                if let Some(sent) = st.pipeline.sent_at_front() {
+                    let ns = Instant::now().saturating_duration_since(sent).as_nanos() as u64;
+                    let old = st.latency_ns;
+                    st.latency_ns = if old == 0 { ns } else { old - old / 8 + ns / 8 };
+                }
             }
+            match st.pipeline.on_reply() {
+                Some(slot) => slot.complete(&mut st.cells, Ok(reply)),
+                None => return Error::Protocol("a reply arrived with no request pending".into()),
+            }
+            answered = true;
+        }
+        if answered {
+            shared.state.borrow_mut().wake_room_waiters();
         }
         let read =
             poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut scratch)).await;
         match read {
             Ok(0) => return Error::ConnectionLost,
-            Ok(n) => {
-                rbuf.extend_from_slice(&scratch[..n]);
-                now = Instant::now();
-            }
+            Ok(n) => rbuf.extend_from_slice(&scratch[..n]),
             Err(e) => {
                 tracing::debug!(error = %e, "Redis read failed");
                 return Error::ConnectionLost;
@@ -371,9 +418,11 @@ async fn watchdog(shared: &Shared) -> Error {
         let next = shared.state.borrow().pipeline.next_deadline();
         match next {
             None => {
+                // Nothing pending, or nothing sent yet: the writer marks requests sent (and
+                // this task is polled again) when it takes them.
                 poll_fn(|cx| {
                     let mut st = shared.state.borrow_mut();
-                    if st.pipeline.is_empty() {
+                    if st.pipeline.next_deadline().is_none() {
                         st.park_driver(cx);
                         Poll::Pending
                     } else {
@@ -389,6 +438,94 @@ async fn watchdog(shared: &Shared) -> Error {
                 }
                 runtime::rt::sleep(deadline - now).await;
             }
+        }
+    }
+}
+
+/// The reply cells of one connection's single requests, reused: a request takes a free cell,
+/// the reader fills it, the future empties it and gives it back.
+#[derive(Default)]
+pub(crate) struct Cells {
+    cells: Vec<Cell>,
+    free: Vec<u32>,
+}
+
+enum Cell {
+    Free,
+    /// The request is pending; the waker of the task awaiting it.
+    Waiting(Option<Waker>),
+    /// The reply (or failure) arrived; the future has not taken it yet.
+    Done(Result<Reply, Error>),
+    /// The future was dropped before the reply arrived: free the cell when it does.
+    Abandoned,
+}
+
+impl Cells {
+    /// A cell for a new request.
+    #[inline]
+    pub fn alloc(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.cells[i as usize] = Cell::Waiting(None);
+                i
+            }
+            None => {
+                self.cells.push(Cell::Waiting(None));
+                (self.cells.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Delivers the request's result and wakes its task.
+    #[inline]
+    pub fn complete(&mut self, idx: u32, result: Result<Reply, Error>) {
+        let cell = &mut self.cells[idx as usize];
+        match cell {
+            Cell::Waiting(waker) => {
+                let waker = waker.take();
+                *cell = Cell::Done(result);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Cell::Abandoned => {
+                *cell = Cell::Free;
+                self.free.push(idx);
+            }
+            Cell::Free | Cell::Done(_) => debug_assert!(false, "reply cell {idx} completed twice"),
+        }
+    }
+
+    /// The result if it arrived (the cell is then free); else registers `cx`'s waker.
+    #[inline]
+    pub fn poll_take(&mut self, idx: u32, cx: &Context<'_>) -> Poll<Result<Reply, Error>> {
+        let cell = &mut self.cells[idx as usize];
+        match cell {
+            Cell::Waiting(waker) => {
+                register(waker, cx);
+                Poll::Pending
+            }
+            Cell::Done(_) => {
+                let Cell::Done(result) = std::mem::replace(cell, Cell::Free) else {
+                    unreachable!()
+                };
+                self.free.push(idx);
+                Poll::Ready(result)
+            }
+            Cell::Free | Cell::Abandoned => Poll::Ready(Err(Error::Closed)),
+        }
+    }
+
+    /// The future of cell `idx` is gone: free the cell now, or when its reply arrives.
+    pub fn abandon(&mut self, idx: u32) {
+        let cell = &mut self.cells[idx as usize];
+        match cell {
+            Cell::Waiting(_) => *cell = Cell::Abandoned,
+            Cell::Done(_) => {
+                *cell = Cell::Free;
+                self.free.push(idx);
+            }
+            Cell::Free | Cell::Abandoned => {}
         }
     }
 }

@@ -3,7 +3,10 @@
 //! Redis answers the commands of one connection in the order it received them, so the oldest
 //! pending request owns the next reply. [`Pipeline`] holds one slot per request in a FIFO
 //! (`S` is whatever completes the request: a oneshot cell in the client, a plain value in
-//! tests), each with its deadline computed from the `now` passed to [`Pipeline::push`].
+//! tests), each with its deadline computed from the `now` passed to [`Pipeline::push`], or,
+//! for requests pushed with [`Pipeline::push_unsent`], from the `now` passed to
+//! [`Pipeline::mark_sent`] when the writer takes them (one clock read per write, not per
+//! request).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -16,6 +19,12 @@ pub struct Pipeline<S> {
     pending: VecDeque<Pending<S>>,
     timeout: Duration,
     max_in_flight: usize,
+    /// The newest `unsent` requests have no deadline yet (pushed with
+    /// [`Pipeline::push_unsent`], not yet [`Pipeline::mark_sent`]); their `deadline` field is
+    /// a placeholder.
+    unsent: usize,
+    /// The placeholder deadline of unsent requests.
+    epoch: Instant,
 }
 
 #[derive(Debug)]
@@ -32,6 +41,8 @@ impl<S> Pipeline<S> {
             pending: VecDeque::new(),
             timeout,
             max_in_flight,
+            unsent: 0,
+            epoch: Instant::now(),
         }
     }
 
@@ -58,33 +69,75 @@ impl<S> Pipeline<S> {
     /// Appends a request sent at `now`. Call [`Pipeline::check_room`] first; the bound is the
     /// caller's promise, checked here only in debug builds.
     pub fn push(&mut self, slot: S, now: Instant) {
+        self.push_unsent(slot);
+        self.mark_sent(now);
+    }
+
+    /// Appends a request whose timeout starts at the next [`Pipeline::mark_sent`] (when the
+    /// writer takes it). Call [`Pipeline::check_room`] first, as for [`Pipeline::push`].
+    #[inline]
+    pub fn push_unsent(&mut self, slot: S) {
         debug_assert!(self.pending.len() < self.max_in_flight);
         self.pending.push_back(Pending {
             slot,
-            deadline: now + self.timeout,
+            deadline: self.epoch,
         });
+        self.unsent += 1;
+    }
+
+    /// Starts the timeout of every request pushed with [`Pipeline::push_unsent`] since the
+    /// last call: they were handed to the socket at `now`.
+    #[inline]
+    pub fn mark_sent(&mut self, now: Instant) {
+        if self.unsent == 0 {
+            return;
+        }
+        let deadline = now + self.timeout;
+        let from = self.pending.len() - self.unsent;
+        for p in self.pending.range_mut(from..) {
+            p.deadline = deadline;
+        }
+        self.unsent = 0;
+    }
+
+    /// Requests pushed with [`Pipeline::push_unsent`] and not marked sent yet.
+    pub fn unsent(&self) -> usize {
+        self.unsent
     }
 
     /// The slot that owns the reply just decoded (the oldest), or `None` if no request is
     /// pending: an unsolicited reply, which is a protocol violation.
+    #[inline]
     pub fn on_reply(&mut self) -> Option<S> {
+        if self.unsent == self.pending.len() {
+            // A reply to a request not written yet: matched in order all the same (the
+            // caller's check); keep the count of unsent requests right.
+            self.unsent = self.unsent.saturating_sub(1);
+        }
         self.pending.pop_front().map(|p| p.slot)
     }
 
-    /// Like [`Pipeline::on_reply`], also giving when the request was pushed (for latency).
+    /// Like [`Pipeline::on_reply`], also giving when the request was sent (for latency). For a
+    /// request not marked sent that time is unknown: the pipeline's creation time is given
+    /// ([`Pipeline::sent_at_front`] tells the two apart).
     pub fn on_reply_timed(&mut self) -> Option<(S, Instant)> {
-        let timeout = self.timeout;
-        self.pending.pop_front().map(|p| {
-            (
-                p.slot,
-                p.deadline.checked_sub(timeout).unwrap_or(p.deadline),
-            )
-        })
+        let sent = self.sent_at_front().unwrap_or(self.epoch);
+        self.on_reply().map(|slot| (slot, sent))
     }
 
-    /// When the oldest request expires. Later requests never expire earlier (same timeout,
-    /// pushed later), so this is the only deadline to wait for.
+    /// When the oldest request was sent (`None` if none is pending or it is unsent).
+    pub fn sent_at_front(&self) -> Option<Instant> {
+        self.next_deadline()
+            .map(|d| d.checked_sub(self.timeout).unwrap_or(d))
+    }
+
+    /// When the oldest request expires (`None` if no request is pending, or the oldest is not
+    /// sent yet). Later requests never expire earlier (same timeout, sent later), so this is
+    /// the only deadline to wait for.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.unsent == self.pending.len() {
+            return None;
+        }
         self.pending.front().map(|p| p.deadline)
     }
 
@@ -100,10 +153,12 @@ impl<S> Pipeline<S> {
         for p in &mut self.pending {
             p.deadline = now + self.timeout;
         }
+        self.unsent = 0;
     }
 
     /// Removes every pending request (e.g. never sent, to be failed with one error).
     pub fn take_all(&mut self) -> Vec<S> {
+        self.unsent = 0;
         self.pending.drain(..).map(|p| p.slot).collect()
     }
 
@@ -113,10 +168,12 @@ impl<S> Pipeline<S> {
     pub fn fail_all(&mut self, first: Error, rest: Error, now: Instant) -> Vec<(S, Error)> {
         let mut out = Vec::with_capacity(self.pending.len());
         let mut first = Some(first);
-        for p in self.pending.drain(..) {
+        let sent = self.pending.len() - self.unsent;
+        self.unsent = 0;
+        for (i, p) in self.pending.drain(..).enumerate() {
             let err = match first.take() {
                 Some(e) => e,
-                None if p.deadline <= now => Error::Timeout,
+                None if i < sent && p.deadline <= now => Error::Timeout,
                 None => rest.clone(),
             };
             out.push((p.slot, err));
@@ -180,6 +237,41 @@ mod tests {
         p.on_reply();
         assert_eq!(p.next_deadline(), Some(t0 + T + T / 2));
         assert!(!p.is_expired(t0 + T));
+    }
+
+    #[test]
+    fn unsent_requests_time_out_from_when_they_are_sent() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(T, 10);
+        p.push_unsent(1);
+        p.push_unsent(2);
+        assert_eq!(p.unsent(), 2);
+        assert_eq!(
+            p.next_deadline(),
+            None,
+            "nothing sent: nothing can time out"
+        );
+        assert!(!p.is_expired(t0 + T * 100));
+        p.mark_sent(t0 + T);
+        assert_eq!(p.unsent(), 0);
+        assert_eq!(p.next_deadline(), Some(t0 + T * 2));
+        p.push_unsent(3);
+        assert_eq!(p.sent_at_front(), Some(t0 + T));
+        assert_eq!(p.on_reply_timed(), Some((1, t0 + T)));
+        assert_eq!(p.on_reply(), Some(2));
+        assert_eq!(p.next_deadline(), None, "3 is not sent yet");
+        assert_eq!(p.sent_at_front(), None);
+        assert_eq!(p.on_reply(), Some(3));
+        assert_eq!(p.unsent(), 0);
+        // Unsent requests never fail with Timeout, whatever their placeholder deadline.
+        p.push(4, t0);
+        p.push_unsent(5);
+        let failed = p.fail_all(Error::ConnectionLost, Error::ConnectionLost, t0 + T * 9);
+        assert_eq!(
+            failed,
+            vec![(4, Error::ConnectionLost), (5, Error::ConnectionLost)]
+        );
+        assert_eq!(p.unsent(), 0);
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub(crate) struct Scanner {
 }
 
 impl Scanner {
+    /// True when no reply is partly scanned (the next scan starts at the buffer's front).
+    pub fn is_idle(&self) -> bool {
+        self.pos == 0 && self.line_from == 0 && self.open.is_empty()
+    }
+
     /// Forgets any partial scan.
     pub fn reset(&mut self) {
         self.pos = 0;

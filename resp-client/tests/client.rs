@@ -263,6 +263,119 @@ fn slow_reply_times_out_and_resets_connection() {
 }
 
 #[test]
+fn per_call_timeout_ends_only_that_call() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let addr = redis.addr();
+    run(move || async move {
+        let config = Config::from_url(&url)
+            .unwrap()
+            .with_command_timeout(Duration::from_secs(3));
+        let client = connected(config).await;
+        client.cmd(&[b"SET", b"k", b"v"]).await.unwrap();
+        // Redis holds every client's commands for 400 ms: the per-call deadlines pass, the
+        // connection-wide one does not.
+        assert_eq!(redis_cmd(&addr, &["CLIENT", "PAUSE", "400"]), "+OK\r\n");
+        let start = Instant::now();
+        let short = client.submit_with_timeout(&[b"GET", b"k"], Duration::from_millis(100));
+        let mut batch = Batch::new();
+        batch
+            .push(&[b"GET", b"k"])
+            .push(&[b"PING"])
+            .with_timeout(Duration::from_millis(150));
+        let short_batch = client.submit_batch(batch);
+        let patient = client.submit(&[b"GET", b"k"]);
+        let roomy = client.submit_with_timeout(&[b"PING"], Duration::from_secs(2));
+        assert_eq!(short.await, Err(Error::Timeout));
+        let t = start.elapsed();
+        assert!(
+            t >= Duration::from_millis(95) && t < Duration::from_millis(300),
+            "{t:?}"
+        );
+        assert_eq!(short_batch.await, Err(Error::Timeout));
+        let t = start.elapsed();
+        assert!(
+            t >= Duration::from_millis(145) && t < Duration::from_millis(350),
+            "{t:?}"
+        );
+        // The others are answered on the same connection once Redis resumes: the late reply
+        // to the timed-out calls was read and dropped, not matched to anyone else.
+        assert_eq!(bulk(&patient.await.unwrap()), b"v");
+        assert_eq!(roomy.await.unwrap(), Reply::Simple("PONG".into()));
+        assert_eq!(bulk(&client.cmd(&[b"GET", b"k"]).await.unwrap()), b"v");
+        let stats = client.stats();
+        assert_eq!(stats.reconnects, 0, "no reset: {stats:?}");
+        assert_eq!(stats.timeouts, 0, "{stats:?}");
+        assert_eq!(stats.in_flight, 0, "{stats:?}");
+        // A failed call stays failed at once (no timer).
+        let t = Instant::now();
+        assert!(matches!(
+            client
+                .submit_with_timeout(&[], Duration::from_secs(5))
+                .await,
+            Err(Error::InvalidCommand(_))
+        ));
+        assert!(t.elapsed() < Duration::from_millis(50));
+    });
+}
+
+#[test]
+fn dropped_futures_give_their_cells_back() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    run(move || async move {
+        let client = connected(Config::from_url(&url).unwrap()).await;
+        // Dropped before the reply (abandoned), dropped after it (never polled), awaited:
+        // every reply still goes to the right request.
+        for round in 0..200u32 {
+            let v = round.to_string();
+            drop(client.submit(&[b"SET", b"k", v.as_bytes()]));
+            let unpolled = client.submit(&[b"GET", b"k"]);
+            let get = client.submit(&[b"GET", b"k"]);
+            assert_eq!(bulk(&get.await.unwrap()), v.as_bytes());
+            drop(unpolled);
+        }
+        assert_eq!(client.stats().in_flight, 0);
+    });
+}
+
+#[test]
+fn ready_waits_for_room() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let addr = redis.addr();
+    run(move || async move {
+        let client = connected(Config::from_url(&url).unwrap().with_max_in_flight(4)).await;
+        client.ready(4).await.unwrap();
+        assert_eq!(
+            client.ready(5).await,
+            Err(Error::Overloaded { max_in_flight: 4 }),
+            "can never fit"
+        );
+        assert_eq!(redis_cmd(&addr, &["CLIENT", "PAUSE", "200"]), "+OK\r\n");
+        let start = Instant::now();
+        let full: Vec<_> = (0..4).map(|_| client.submit(&[b"PING"])).collect();
+        assert!(matches!(
+            client.submit(&[b"PING"]).await,
+            Err(Error::Overloaded { .. })
+        ));
+        // A producer waits instead of failing: room comes back with the replies.
+        client.ready(2).await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            start.elapsed()
+        );
+        let more: Vec<_> = (0..2).map(|_| client.submit(&[b"PING"])).collect();
+        for f in full.into_iter().chain(more) {
+            assert_eq!(f.await.unwrap(), Reply::Simple("PONG".into()));
+        }
+        let stats = client.stats();
+        assert_eq!(stats.overloaded, 1, "{stats:?}");
+    });
+}
+
+#[test]
 fn dropping_the_last_handle_closes_pending_requests() {
     let redis = RedisServer::start();
     let url = redis.url();

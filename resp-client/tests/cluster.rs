@@ -14,6 +14,8 @@ use resp_client::{Batch, Client, Config, Error, Reply};
 use testkit::{redis_cmd, RedisCluster};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The per-call deadline of half the writers in the failover test.
+const PER_CALL: Duration = Duration::from_millis(300);
 
 fn run<F, Fut>(f: F)
 where
@@ -264,6 +266,8 @@ fn master_killed_under_write_load() {
         let errors = Rc::new(RefCell::new(Vec::<Error>::new()));
         let acked_after_kill = Rc::new(Cell::new(0u32));
         let slowest = Rc::new(Cell::new(Duration::ZERO));
+        // Writers 2 and 3 give every call a deadline of its own, shorter than the client's.
+        let slowest_timed = Rc::new(Cell::new(Duration::ZERO));
         let mut writers = Vec::new();
         for w in 0..4u32 {
             let (client, acked, errors, stop, killed) = (
@@ -274,6 +278,7 @@ fn master_killed_under_write_load() {
                 killed.clone(),
             );
             let (slowest, acked_after_kill) = (slowest.clone(), acked_after_kill.clone());
+            let slowest_timed = slowest_timed.clone();
             writers.push(glommio::spawn_local(async move {
                 let mut i = 0u32;
                 while !stop.load(Ordering::SeqCst) {
@@ -281,9 +286,14 @@ fn master_killed_under_write_load() {
                     let key = format!("w{w}:{i}");
                     let val = i.to_string();
                     let t = Instant::now();
-                    let r = client
-                        .submit(&[b"SET", key.as_bytes(), val.as_bytes()])
-                        .await;
+                    let args: [&[u8]; 3] = [b"SET", key.as_bytes(), val.as_bytes()];
+                    let r = if w >= 2 {
+                        let r = client.submit_with_timeout(&args, PER_CALL).await;
+                        slowest_timed.set(slowest_timed.get().max(t.elapsed()));
+                        r
+                    } else {
+                        client.submit(&args).await
+                    };
                     slowest.set(slowest.get().max(t.elapsed()));
                     match r {
                         Ok(reply) if reply.is_ok() => {
@@ -321,6 +331,11 @@ fn master_killed_under_write_load() {
             slowest.get()
         );
         assert!(
+            slowest_timed.get() < PER_CALL + Duration::from_millis(100),
+            "no call with a deadline of its own runs past it: slowest {:?}",
+            slowest_timed.get()
+        );
+        assert!(
             acked_after_kill.get() > 100,
             "writes go on after the failover"
         );
@@ -347,11 +362,13 @@ fn master_killed_under_write_load() {
             &lost[..lost.len().min(20)]
         );
         eprintln!(
-            "failover: {} writes acknowledged ({} after the kill), {} failed, slowest call {:?}, stats {:?}",
+            "failover: {} writes acknowledged ({} after the kill), {} failed, slowest call {:?} (with a {:?} deadline: {:?}), stats {:?}",
             acked.len(),
             acked_after_kill.get(),
             errors.len(),
             slowest.get(),
+            PER_CALL,
+            slowest_timed.get(),
             client.stats()
         );
         assert!(client.stats().connected);
