@@ -3,6 +3,7 @@
 //! refused), all on loopback. Every child is killed when the `Stack` is dropped.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,21 +29,7 @@ impl Stack {
             children: Vec::new(),
             urls: Vec::new(),
         };
-        let redis_port = free_port()?;
-        stack.spawn(
-            "redis",
-            Command::new("redis-server").args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]),
-            redis_port,
-        )?;
+        let redis_port = stack.start_redis()?;
         let registry = format!("redis://127.0.0.1:{redis_port}");
         let router_port = free_port()?;
         stack.spawn(
@@ -95,7 +82,71 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Starts redis-server and `servers` Socket.IO peer processes (`node server.js` in `dir`,
+    /// installing its npm packages into `dir/node_modules` first if they are missing).
+    pub fn start_socketio(dir: &Path, servers: usize) -> anyhow::Result<Stack> {
+        npm_install(dir)?;
+        let mut stack = Stack {
+            children: Vec::new(),
+            urls: Vec::new(),
+        };
+        let redis_port = stack.start_redis()?;
+        let registry = format!("redis://127.0.0.1:{redis_port}");
+        for i in 0..servers {
+            let port = free_port()?;
+            stack.spawn(
+                &format!("node{i}"),
+                Command::new("node")
+                    .current_dir(dir)
+                    .arg("server.js")
+                    .args(["--port", &port.to_string(), "--redis", &registry])
+                    .args(["--secret", SECRET]),
+                port,
+            )?;
+            stack
+                .urls
+                .push(format!("ws://127.0.0.1:{port}{}", crate::eio::PATH));
+        }
+        Ok(stack)
+    }
+
+    fn start_redis(&mut self) -> anyhow::Result<u16> {
+        let redis_port = free_port()?;
+        self.spawn(
+            "redis",
+            Command::new("redis-server").args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
+            redis_port,
+        )?;
+        Ok(redis_port)
+    }
+
     fn spawn(&mut self, name: &str, cmd: &mut Command, port: u16) -> anyhow::Result<()> {
+        // Every server gets the hard open-file limit as its soft one (20,000 here), as a
+        // service manager would give it, whatever the server does itself.
+        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+        // getrlimit/setrlimit.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
+                Ok(())
+            });
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -135,6 +186,27 @@ impl Drop for Stack {
             let _ = c.wait();
         }
     }
+}
+
+/// `npm install` in `dir` unless its `node_modules` already holds socket.io.
+fn npm_install(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("node_modules/socket.io/package.json").is_file()
+        && dir
+            .join("node_modules/@socket.io/redis-adapter/package.json")
+            .is_file()
+    {
+        return Ok(());
+    }
+    eprintln!("perf: npm install in {} (first run)", dir.display());
+    let status = Command::new("npm")
+        .current_dir(dir)
+        .args(["install", "--no-audit", "--no-fund", "--loglevel", "error"])
+        .status()
+        .context("running npm install (is Node.js installed?)")?;
+    if !status.success() {
+        bail!("npm install in {} failed: {status}", dir.display());
+    }
+    Ok(())
 }
 
 /// A port free on 127.0.0.1 right now (bound and released; good enough on a test machine).
