@@ -21,7 +21,7 @@ use wire::frame::AckStatus;
 
 use crate::http;
 use crate::limits::TokenBucket;
-use crate::metrics::DropReason;
+use crate::metrics::{DropReason, RegistryOp};
 use crate::shard::Shard;
 use crate::tls::Transport;
 use crate::ws::{self, Io};
@@ -32,6 +32,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const JWT_LEEWAY_SECS: u64 = 30;
 /// Buffers above this are released once drained, so idle connections hold no memory.
 const KEEP_CAPACITY: usize = 16 * 1024;
+/// Shortest reconnect hint given to a shed connection.
+const SHED_MIN_MS: u64 = 1000;
+/// Spread of the hints above the shortest.
+const SHED_JITTER_MS: u64 = 4000;
 
 /// A live client session on this shard.
 pub struct Conn {
@@ -158,6 +162,24 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
             }
         }
     }
+}
+
+/// Turns a connection away with a retry hint a browser can read: the upgrade completes and
+/// the socket closes at once with `code` (1013 try again later, or 1012 while draining) and
+/// reason `reconnect_after_ms=N`, N jittered over 1-5 s so a storm of reconnects spreads out.
+async fn shed(shard: &Shard, stream: &Transport, key: &str, code: CloseCode, why: &str) {
+    shard.m().shed.inc();
+    let wait_ms = SHED_MIN_MS + shard.new_session_id() % SHED_JITTER_MS;
+    tracing::debug!(why, wait_ms, "connection shed");
+    let mut out = Vec::with_capacity(256);
+    http::response_switching(&mut out, key);
+    let mut frame = BytesMut::with_capacity(64);
+    let mut payload = Vec::with_capacity(32);
+    payload.extend_from_slice(&u16::from(code).to_be_bytes());
+    payload.extend_from_slice(format!("reconnect_after_ms={wait_ms}").as_bytes());
+    ws::encode_frame(&mut frame, 0x88, &payload);
+    out.extend_from_slice(&frame);
+    let _ = rt::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
 }
 
 async fn respond(
@@ -308,15 +330,40 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
         return None;
     };
 
-    if shard.draining.get() || shard.sessions.borrow().len() >= shard.cfg.max_connections_per_shard
-    {
+    if shard.draining.get() {
+        shed(shard, stream, key, CloseCode::Restart, "draining").await;
+        return None;
+    }
+    if shard.sessions.borrow().len() >= shard.cfg.max_connections_per_shard {
         shard.m().drop(DropReason::Capacity);
-        respond(
+        shed(
+            shard,
             stream,
-            503,
-            "Service Unavailable",
-            "gateway full or draining, try another\n",
-            &[("Retry-After", "1")],
+            key,
+            CloseCode::Again,
+            "at --max-connections-per-shard",
+        )
+        .await;
+        return None;
+    }
+    if shard.handshakes.get() > shard.cfg.max_handshakes_per_shard {
+        shed(
+            shard,
+            stream,
+            key,
+            CloseCode::Again,
+            "handshake backlog full",
+        )
+        .await;
+        return None;
+    }
+    if !echo && !shard.live.beating() {
+        shed(
+            shard,
+            stream,
+            key,
+            CloseCode::Again,
+            "no liveness record yet",
         )
         .await;
         return None;
@@ -326,6 +373,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
         user,
         session,
         instance: shard.cfg.instance_id.clone(),
+        epoch: shard.cfg.epoch,
         shard: shard.id,
         addr: shard.advertise.clone(),
     };
@@ -333,20 +381,17 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
     let registered = if echo {
         Ok(())
     } else {
-        shard.registry.register(&entry, shard.cfg.session_ttl).await
+        let r = shard.registry.register(&entry, shard.cfg.session_ttl);
+        shard
+            .m()
+            .registry_cmds(RegistryOp::Register, crate::upkeep::REGISTER_CMDS);
+        r.await
     };
     shard.m().registry_register.observe(started.elapsed());
     if let Err(e) = registered {
         shard.m().register_failures.inc();
         tracing::warn!(error = %e, user = %entry.user, "session registration failed");
-        respond(
-            stream,
-            503,
-            "Service Unavailable",
-            "session registry unavailable, retry later\n",
-            &[("Retry-After", "2")],
-        )
-        .await;
+        shed(shard, stream, key, CloseCode::Again, "registry unavailable").await;
         return None;
     }
 
@@ -406,7 +451,10 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
     };
     // Boxed so that the handshake's state (request buffer, parsed head, timers) is freed when
     // it is done instead of sizing every connection's long-lived task.
-    let Some(conn) = Box::pin(handshake(&shard, &stream)).await else {
+    shard.handshakes.set(shard.handshakes.get() + 1);
+    let conn = Box::pin(handshake(&shard, &stream)).await;
+    shard.handshakes.set(shard.handshakes.get() - 1);
+    let Some(conn) = conn else {
         return;
     };
     let session = conn.session;
@@ -447,7 +495,9 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
     if conn.echo {
         return;
     }
-    if let Err(e) = shard.registry.unregister(&conn.entry).await {
+    let unregister = shard.registry.unregister(&conn.entry);
+    shard.m().registry_cmds(RegistryOp::Unregister, 1);
+    if let Err(e) = unregister.await {
         tracing::warn!(error = %e, session, "session cleanup failed; its TTL will expire it");
     }
     tracing::debug!(session, "client disconnected");

@@ -12,9 +12,22 @@ use runtime::probe::IoMode;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default internal port base for router links; shard `i` listens on `port + i`.
 pub const DEFAULT_INTERNAL_LISTEN: &str = "0.0.0.0:7200";
-/// Session TTL: long enough that refreshes (every third of it) stay cheap, short enough that a
-/// crashed gateway's users read as offline within a minute.
-pub const DEFAULT_SESSION_TTL_SECS: u64 = 60;
+/// Session TTL. Liveness records, not this TTL, make a crashed gateway's users offline within
+/// seconds, so it can be long: it only bounds how long an entry nobody cleaned up lingers in
+/// Redis. Each session is refreshed once per third of it, spread evenly over time: 30 min gives
+/// 3 commands per session per 10 minutes, 0.3 per user per minute.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
+/// Liveness heartbeat period: twice a second, so that four missed beats fit in the TTL below.
+pub const DEFAULT_LIVENESS_INTERVAL_MS: u64 = 500;
+/// Liveness record TTL: a `kill -9`ed gateway's users read as offline this long after its last
+/// beat (plus the routers' poll, 250 ms): under 3 s, while a Redis hiccup of up to 1.5 s does
+/// not make a healthy gateway look dead.
+pub const DEFAULT_LIVENESS_TTL_MS: u64 = 2000;
+/// Upgrades a shard may be handling at once (reading the request, verifying the token,
+/// registering). A reconnect storm beyond it is shed with a retry hint instead of queueing
+/// work that would time out anyway; 4096 per shard keeps a storm of 18k connects on a 2-core
+/// gateway moving without shedding.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SHARD: usize = 4096;
 /// Largest `body` a client may send: chat messages, not file transfer.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Largest WebSocket message accepted at all; above it the connection closes with 1009. Between
@@ -74,9 +87,21 @@ pub struct Args {
     /// HS256 secret that client JWTs are signed with.
     #[arg(long, env = "CONNECT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Session TTL in seconds (refreshed every third of it while connected).
+    /// Session TTL in seconds (each session is refreshed once per third of it, the refreshes
+    /// of all sessions spread evenly over that period).
     #[arg(long, env = "CONNECT_SESSION_TTL", default_value_t = DEFAULT_SESSION_TTL_SECS)]
     pub session_ttl: u64,
+    /// Milliseconds between this gateway's liveness heartbeats.
+    #[arg(long, env = "CONNECT_LIVENESS_INTERVAL_MS", default_value_t = DEFAULT_LIVENESS_INTERVAL_MS)]
+    pub liveness_interval_ms: u64,
+    /// Milliseconds the liveness record lives after a beat: how soon a crashed gateway's
+    /// users read as offline.
+    #[arg(long, env = "CONNECT_LIVENESS_TTL_MS", default_value_t = DEFAULT_LIVENESS_TTL_MS)]
+    pub liveness_ttl_ms: u64,
+    /// Upgrades in progress per shard; beyond it new connections are shed with close code
+    /// 1013 and a jittered `reconnect_after_ms` hint.
+    #[arg(long, env = "CONNECT_MAX_HANDSHAKES_PER_SHARD", default_value_t = DEFAULT_MAX_HANDSHAKES_PER_SHARD)]
+    pub max_handshakes_per_shard: usize,
     /// Executor shards (one per core by default).
     #[arg(long, env = "CONNECT_SHARDS")]
     pub shards: Option<usize>,
@@ -156,8 +181,14 @@ pub struct Config {
     pub registry: String,
     pub jwt_secret: Vec<u8>,
     pub session_ttl: Duration,
+    pub liveness_interval: Duration,
+    pub liveness_ttl: Duration,
+    pub max_handshakes_per_shard: usize,
     pub shards: usize,
     pub instance_id: String,
+    /// This process's boot epoch (unix ms at start-up), written into its liveness record and
+    /// every session: a restart under the same instance id outdates the earlier sessions.
+    pub epoch: u64,
     pub max_body: usize,
     pub max_ws_message: usize,
     pub send_timeout: Duration,
@@ -269,6 +300,15 @@ impl Args {
         if self.session_ttl < 2 {
             errors.push("--session-ttl must be at least 2 seconds".into());
         }
+        if self.liveness_interval_ms < 50 || self.liveness_ttl_ms < 2 * self.liveness_interval_ms {
+            errors.push(
+                "--liveness-interval-ms must be at least 50 and --liveness-ttl-ms at least twice it"
+                    .into(),
+            );
+        }
+        if self.max_handshakes_per_shard == 0 {
+            errors.push("--max-handshakes-per-shard must be positive".into());
+        }
         let shards = self.shards.unwrap_or_else(default_shards);
         if shards == 0 || shards > 256 {
             errors.push("--shards must be between 1 and 256".into());
@@ -354,8 +394,12 @@ impl Args {
             registry,
             jwt_secret,
             session_ttl: Duration::from_secs(self.session_ttl),
+            liveness_interval: Duration::from_millis(self.liveness_interval_ms),
+            liveness_ttl: Duration::from_millis(self.liveness_ttl_ms),
+            max_handshakes_per_shard: self.max_handshakes_per_shard,
             shards,
             instance_id,
+            epoch: runtime::clock::unix_ms(),
             max_body: self.max_body,
             max_ws_message: self.max_ws_message,
             send_timeout: Duration::from_millis(self.send_timeout_ms),
@@ -390,15 +434,23 @@ mod tests {
 
     #[test]
     fn reports_every_error_at_once() {
-        let errs = args(&["--listen", "nonsense", "--session-ttl", "1"])
-            .validate()
-            .unwrap_err();
+        let errs = args(&[
+            "--listen",
+            "nonsense",
+            "--session-ttl",
+            "1",
+            "--liveness-ttl-ms",
+            "600",
+        ])
+        .validate()
+        .unwrap_err();
         let all = errs.join("\n");
         assert!(all.contains("--listen"), "{all}");
         assert!(all.contains("--router"), "{all}");
         assert!(all.contains("--registry"), "{all}");
         assert!(all.contains("--jwt-secret"), "{all}");
         assert!(all.contains("--session-ttl"), "{all}");
+        assert!(all.contains("--liveness-ttl-ms"), "{all}");
         assert!(all.contains("--advertise"), "{all}");
     }
 

@@ -194,6 +194,7 @@ mod tests {
             user: user.into(),
             session: 7,
             instance: "gw".into(),
+            epoch: 1,
             shard: 0,
             addr: "127.0.0.1:7200".into(),
         }

@@ -15,6 +15,8 @@
 //! - `limits`: the per-connection send rate limit (token bucket).
 //! - `tls`: optional TLS termination on the client port (rustls, sans-I/O).
 //! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.
+//! - `upkeep`: the liveness heartbeat, the spread session refresh and the rebuild after the
+//!   registry lost data.
 //! - `uplink`: this shard's links to the routers (sends out, acks in).
 //! - `downlink`: routers' links to this shard (deliveries in, results out).
 //! - `dev`: local dev mode only: the demo chat page (`demo.html`), `/dev/token`, `/dev/online`.
@@ -29,6 +31,7 @@ mod limits;
 mod metrics;
 mod shard;
 mod tls;
+mod upkeep;
 mod uplink;
 mod ws;
 
@@ -138,13 +141,15 @@ impl Gateway {
             None => None,
         };
         let m = metrics.clone();
+        let live = Arc::new(upkeep::Liveness::default());
         let shards =
             runtime::shards::Shards::spawn("gateway", config.shards, config.pin, backend, {
                 move |i| {
                     let taken = per_shard.lock().ok().and_then(|mut v| v[i].take());
+                    let live = live.clone();
                     async move {
                         if let Some((client, internal, port)) = taken {
-                            shard::run(i as u16, cfg, m, client, internal, port).await;
+                            shard::run(i as u16, cfg, m, live, client, internal, port).await;
                         }
                     }
                 }

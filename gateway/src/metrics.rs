@@ -19,6 +19,24 @@ pub enum DropReason {
 }
 
 const DROPS: [&str; 3] = ["slow_consumer", "idle", "capacity"];
+
+/// Which registry operation sent some commands (for the upkeep figure: commands per user per
+/// minute).
+#[derive(Debug, Clone, Copy)]
+pub enum RegistryOp {
+    /// A new session.
+    Register = 0,
+    /// The spread TTL upkeep of live sessions.
+    Refresh = 1,
+    /// A closed session.
+    Unregister = 2,
+    /// The process's liveness record (shard 0 only).
+    Heartbeat = 3,
+    /// Re-registering every live session after Redis lost data.
+    Rebuild = 4,
+}
+
+const REGISTRY_OPS: [&str; 5] = ["register", "refresh", "unregister", "heartbeat", "rebuild"];
 const ACKS: [&str; 3] = ["delivered", "offline", "failed"];
 
 /// Counters of one shard.
@@ -37,6 +55,11 @@ pub struct ShardMetrics {
     pub router_links_up: Gauge,
     pub pending_sends: Gauge,
     pub registry_register: Histogram,
+    registry_cmds: [Counter; 5],
+    /// Rebuilds of this shard's sessions in the registry, completed.
+    pub rebuilds: Counter,
+    /// Connection attempts shed (capacity, handshake backlog, registry down) with a retry hint.
+    pub shed: Counter,
 }
 
 impl ShardMetrics {
@@ -45,6 +68,10 @@ impl ShardMetrics {
     }
     pub fn drop(&self, d: DropReason) {
         self.drops[d as usize].inc();
+    }
+    /// Counts `n` Redis commands sent for `op`.
+    pub fn registry_cmds(&self, op: RegistryOp, n: u64) {
+        self.registry_cmds[op as usize].add(n);
     }
 }
 
@@ -191,6 +218,44 @@ impl Metrics {
             "connect_gateway_rate_limited_total",
             "",
             total(&|s| s.rate_limited.get()),
+        );
+        header(
+            out,
+            "connect_gateway_registry_commands_total",
+            "counter",
+            "Registry commands sent (Redis commands, also counted on memory://), by operation.",
+        );
+        for (i, op) in REGISTRY_OPS.iter().enumerate() {
+            sample(
+                out,
+                "connect_gateway_registry_commands_total",
+                &format!("op=\"{op}\""),
+                total(&|s| s.registry_cmds[i].get()),
+            );
+        }
+        header(
+            out,
+            "connect_gateway_registry_rebuilds_total",
+            "counter",
+            "Times a shard re-registered all its sessions (Redis lost data or reconnected).",
+        );
+        sample(
+            out,
+            "connect_gateway_registry_rebuilds_total",
+            "",
+            total(&|s| s.rebuilds.get()),
+        );
+        header(
+            out,
+            "connect_gateway_shed_total",
+            "counter",
+            "Connection attempts turned away with a retry hint.",
+        );
+        sample(
+            out,
+            "connect_gateway_shed_total",
+            "",
+            total(&|s| s.shed.get()),
         );
         header(
             out,

@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry::{Registry, SessionEntry};
+use registry::Registry;
 use runtime::deadlines::Deadlines;
 use runtime::net::Listener;
 use runtime::rt::{self, sleep};
@@ -18,14 +18,16 @@ use wire::frame::AckStatus;
 use crate::client::Conn;
 use crate::config::Config;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::upkeep::Liveness;
 use crate::uplink::Uplink;
 
 /// How often shards look for a drain request.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// How often expired pending sends are failed.
 const DEADLINE_TICK: Duration = Duration::from_millis(100);
-/// Sessions refreshed per pipelined registry batch.
-const REFRESH_BATCH: usize = 1000;
+/// How long shards other than 0 wait for the first liveness beat before accepting anyway
+/// (registrations are shed until it lands).
+const FIRST_BEAT_WAIT: Duration = Duration::from_secs(5);
 
 /// A send waiting for the router's outcome.
 pub struct Pending {
@@ -41,7 +43,11 @@ pub struct Shard {
     /// This shard's internal address as routers dial it (written into the registry).
     pub advertise: String,
     pub registry: Registry,
+    /// Process-wide liveness state (heartbeat on shard 0, rebuild requests).
+    pub live: Arc<Liveness>,
     pub sessions: RefCell<HashMap<u64, Rc<Conn>>>,
+    /// Upgrades in progress on this shard (bounded by `--max-handshakes-per-shard`).
+    pub handshakes: Cell<usize>,
     pub uplinks: Vec<Rc<Uplink>>,
     pending: RefCell<HashMap<u64, Pending>>,
     deadlines: RefCell<Deadlines>,
@@ -164,6 +170,7 @@ pub async fn run(
     id: u16,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
+    live: Arc<Liveness>,
     client: Socket,
     internal: Socket,
     internal_port: u16,
@@ -205,7 +212,9 @@ pub async fn run(
         id,
         advertise,
         registry,
+        live,
         sessions: RefCell::new(HashMap::new()),
+        handshakes: Cell::new(0),
         uplinks,
         pending: RefCell::new(HashMap::new()),
         deadlines: RefCell::new(Deadlines::default()),
@@ -221,8 +230,17 @@ pub async fn run(
     }
     rt::spawn(crate::downlink::accept_loop(shard.clone(), internal)).detach();
     rt::spawn(deadline_loop(shard.clone())).detach();
-    rt::spawn(refresh_loop(shard.clone())).detach();
+    rt::spawn(crate::upkeep::upkeep_loop(shard.clone())).detach();
     rt::spawn(idle_loop(shard.clone())).detach();
+    // The liveness record goes in before any session: a router judges a session whose
+    // gateway has no record as dead.
+    if id == 0 {
+        rt::spawn(crate::upkeep::heartbeat_loop(shard.clone())).detach();
+    }
+    let waiting = Instant::now();
+    while !shard.live.beating() && waiting.elapsed() < FIRST_BEAT_WAIT {
+        sleep(Duration::from_millis(10)).await;
+    }
     let accepting = rt::spawn(crate::client::accept_loop(shard.clone(), client));
     while !ops::drain::draining() {
         sleep(DRAIN_POLL).await;
@@ -257,32 +275,15 @@ async fn drain(shard: &Rc<Shard>) {
         left = shard.sessions.borrow().len(),
         "drained"
     );
+    if shard.id == 0 {
+        crate::upkeep::retire(shard).await;
+    }
 }
 
 async fn deadline_loop(shard: Rc<Shard>) {
     loop {
         sleep(DEADLINE_TICK).await;
         shard.expire(Instant::now());
-    }
-}
-
-/// Keeps every live session's registry entry from expiring: one pipelined batch per thousand
-/// sessions, every third of the TTL.
-async fn refresh_loop(shard: Rc<Shard>) {
-    let ttl = shard.cfg.session_ttl;
-    loop {
-        sleep(ttl / 3).await;
-        let entries: Vec<SessionEntry> = shard
-            .sessions
-            .borrow()
-            .values()
-            .map(|c| c.entry.clone())
-            .collect();
-        for chunk in entries.chunks(REFRESH_BATCH) {
-            if let Err(e) = shard.registry.refresh(chunk, ttl).await {
-                tracing::warn!(shard = shard.id, error = %e, sessions = chunk.len(), "session refresh failed");
-            }
-        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! [`SessionEntry`]: one live WebSocket session as the registry stores it, and its validation.
+//! [`SessionEntry`]: one live WebSocket session as the registry stores it; [`GatewayRecord`]:
+//! one running gateway process; and their validation.
 
 use crate::Error;
 
@@ -12,6 +13,9 @@ pub struct SessionEntry {
     pub session: u64,
     /// The gateway instance id (no `|`).
     pub instance: String,
+    /// The boot epoch of that gateway process (unix ms at start): a session is live only
+    /// while its gateway's liveness record carries the same epoch.
+    pub epoch: u64,
     /// The gateway shard (executor) holding the socket.
     pub shard: u16,
     /// Internal `host:port` of that gateway shard, as routers dial it (no `|`).
@@ -48,6 +52,37 @@ impl SessionEntry {
     }
 }
 
+/// One running gateway process, as its liveness record names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GatewayRecord {
+    /// The gateway instance id (no `|`).
+    pub instance: String,
+    /// Its boot epoch (unix ms at start); a restart under the same instance id gets a larger
+    /// one, which marks every session of the earlier process as gone.
+    pub epoch: u64,
+    /// Its advertised internal address (shard 0's), for operators (no `|`).
+    pub addr: String,
+}
+
+impl GatewayRecord {
+    /// Checks the fields the schema encodes: instance and address must not contain `|`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.instance.is_empty() || self.instance.contains('|') {
+            return Err(Error::InvalidEntry(format!(
+                "instance id {:?} is empty or contains '|'",
+                self.instance
+            )));
+        }
+        if self.addr.contains('|') {
+            return Err(Error::InvalidEntry(format!(
+                "address {:?} contains '|'",
+                self.addr
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +92,7 @@ mod tests {
             user: user.into(),
             session: 1,
             instance: instance.into(),
+            epoch: 1,
             shard: 0,
             addr: addr.into(),
         }
@@ -84,5 +120,14 @@ mod tests {
             entry("u", "gw", "h|1").validate(),
             Err(Error::InvalidEntry(_))
         ));
+        let gw = |instance: &str, addr: &str| GatewayRecord {
+            instance: instance.into(),
+            epoch: 1,
+            addr: addr.into(),
+        };
+        gw("gw-1", "10.0.0.1:7200").validate().unwrap();
+        for (i, a) in [("", "h:1"), ("g|w", "h:1"), ("gw", "h|1")] {
+            assert!(gw(i, a).validate().is_err(), "{i:?} {a:?}");
+        }
     }
 }

@@ -1,12 +1,16 @@
-//! The Session Registry: which gateway shard holds each live session of a user.
+//! The Session Registry: which gateway shard holds each live session of a user, and which
+//! gateway processes are alive.
 //!
 //! Gateways [`Registry::register`] a session when its WebSocket opens, [`Registry::refresh`]
-//! all their sessions in pipelined batches well before the TTL runs out, and
-//! [`Registry::unregister`] on close; routers [`Registry::lookup`] a user's live sessions for
-//! every message. Two backends with the same semantics: `memory://` (the process-global
-//! embedded store, for a single machine) and Redis (shared by every machine): one node
-//! (`redis://`, `rediss://` with TLS) or a Redis Cluster such as ElastiCache in cluster mode
-//! (`redis-cluster://`, `rediss-cluster://`).
+//! their sessions in pipelined batches spread over the (long) session TTL, and
+//! [`Registry::unregister`] on close. Each gateway process also beats
+//! [`Registry::heartbeat`] about twice a second: a liveness record with a TTL of a couple of
+//! seconds. Routers [`Registry::lookup`] a user's sessions for every message and judge each one
+//! by a [`LiveSet`] read with [`Registry::live_gateways`]: a `kill -9` of a gateway makes its
+//! users offline within seconds, however long the session TTL. Two backends with the same
+//! semantics: `memory://` (the process-global embedded store, for a single machine) and Redis
+//! (shared by every machine): one node (`redis://`, `rediss://` with TLS) or a Redis Cluster
+//! such as ElastiCache in cluster mode (`redis-cluster://`, `rediss-cluster://`).
 //!
 //! Every operation queues its Redis commands when it is *called* and returns a `'static`
 //! future ([`RegistryFuture`]), so a router can issue lookups for many messages and await them
@@ -15,8 +19,9 @@
 //! # Schema (Redis 7.0+)
 //! - One sorted set per user, key `connect:u:{<user>}`. The `{...}` hash tag is the user id,
 //!   so every key of a user stays in one cluster slot.
-//! - Member `<session as 16 lowercase hex>|<instance>|<shard>|<addr>`, e.g.
-//!   `00000000000000ab|gw-1|3|10.0.0.7:7100`; score = the session's expiry in unix ms.
+//! - Member `<session hex16>|<instance>|<epoch hex16>|<shard>|<addr>`, e.g.
+//!   `00000000000000ab|gw-1|0000019c7e5f1a2b|3|10.0.0.7:7100`; score = the session's expiry in
+//!   unix ms. The epoch is the gateway process's boot time in ms.
 //! - `register` = one pipeline: `ZREMRANGEBYSCORE key -inf <now_ms>` (lazy removal of
 //!   expired members), `ZADD key <now_ms+ttl_ms> <member>`, `PEXPIRE key <ttl_ms> NX`,
 //!   `PEXPIRE key <ttl_ms> GT`. NX sets a TTL on a new key, GT only ever extends it, so the
@@ -27,15 +32,22 @@
 //!   cleanup from an old gateway never removes a newer session of the same user.
 //! - `lookup` = `ZRANGE key (<now_ms> +inf BYSCORE`: unexpired members only; members that do
 //!   not parse are skipped with a warning.
+//! - Gateway liveness: one sorted set `connect:gateways`, member
+//!   `<instance>|<epoch hex16>|<addr>`, score = the record's expiry in unix ms. `heartbeat` =
+//!   `ZREMRANGEBYSCORE -inf <now>`, `ZADD`, `PEXPIRE NX`, `PEXPIRE GT`; the `ZADD` reply says
+//!   whether the record was missing (Redis lost data: the gateway re-registers its sessions).
+//!   `live_gateways` = `ZRANGE connect:gateways (<now> +inf BYSCORE`. One key for all gateways:
+//!   a few hundred members, a few hundred writes a second at most.
 //! - Users are validated by the gateway; the registry still rejects a user that is empty or
 //!   contains `{`, `}` or `|`, and an instance id or address containing `|`.
 //!
 //! Scores use the caller's wall clock and key TTLs Redis' clock; keep clocks in sync (NTP).
 //!
 //! # Layout
-//! - [`entry`]: [`SessionEntry`] and its validation.
+//! - [`entry`]: [`SessionEntry`], [`GatewayRecord`] and their validation.
 //! - [`schema`]: key/member encoding, the command batch of each operation, reply parsing
 //!   (sans-I/O).
+//! - [`liveness`]: [`LiveSet`] and the [`Verdict`] on a session (sans-I/O).
 //! - [`memory`]: [`MemoryStore`] (same semantics, time passed in) and [`MemoryRegistry`].
 //! - [`redis`]: [`RedisRegistry`] over a shard-local [`resp_client::Client`].
 //! - [`future`]: [`RegistryFuture`], the named future of every operation.
@@ -45,15 +57,17 @@
 pub mod entry;
 pub mod error;
 pub mod future;
+pub mod liveness;
 pub mod memory;
 pub mod redis;
 pub mod schema;
 
 use std::time::Duration;
 
-pub use entry::SessionEntry;
+pub use entry::{GatewayRecord, SessionEntry};
 pub use error::Error;
 pub use future::RegistryFuture;
+pub use liveness::{LiveSet, Verdict};
 pub use memory::{MemoryRegistry, MemoryStore};
 pub use redis::RedisRegistry;
 
@@ -149,6 +163,58 @@ impl Registry {
                 entry::validate_user(user).map(|()| m.store().lookup(user, schema::now_ms())),
             ),
             Registry::Redis(r) => r.lookup(user),
+        }
+    }
+
+    /// Removes exactly these sessions (lazy cleanup of sessions whose gateway is dead), as one
+    /// pipelined batch; how many were there.
+    pub fn remove_sessions(&self, entries: &[SessionEntry]) -> RegistryFuture<u64> {
+        match self {
+            Registry::Memory(m) => {
+                let valid = entries.iter().try_for_each(SessionEntry::validate);
+                RegistryFuture::ready(valid.map(|()| {
+                    let now = schema::now_ms();
+                    entries
+                        .iter()
+                        .filter(|e| m.store().unregister(e, now))
+                        .count() as u64
+                }))
+            }
+            Registry::Redis(r) => r.remove_sessions(entries),
+        }
+    }
+
+    /// A gateway's liveness heartbeat: its record expires `ttl` from now, and records of dead
+    /// gateways are dropped. True when the record was missing: on the first beat, and after
+    /// Redis lost it (restart, flush, failover, or the record expired while this gateway was
+    /// stalled), when the gateway must register its sessions again.
+    pub fn heartbeat(&self, gw: &GatewayRecord, ttl: Duration) -> RegistryFuture<bool> {
+        match self {
+            Registry::Memory(m) => RegistryFuture::ready(gw.validate().map(|()| {
+                m.store()
+                    .heartbeat(gw, schema::ttl_ms(ttl), schema::now_ms())
+            })),
+            Registry::Redis(r) => r.heartbeat(gw, ttl),
+        }
+    }
+
+    /// Removes a gateway's liveness record (clean shutdown); true if it was there.
+    pub fn retire(&self, gw: &GatewayRecord) -> RegistryFuture<bool> {
+        match self {
+            Registry::Memory(m) => {
+                RegistryFuture::ready(gw.validate().map(|()| m.store().retire(gw)))
+            }
+            Registry::Redis(r) => r.retire(gw),
+        }
+    }
+
+    /// The gateways whose liveness record has not expired (see [`LiveSet`]).
+    pub fn live_gateways(&self) -> RegistryFuture<Vec<GatewayRecord>> {
+        match self {
+            Registry::Memory(m) => {
+                RegistryFuture::ready(Ok(m.store().live_gateways(schema::now_ms())))
+            }
+            Registry::Redis(r) => r.live_gateways(),
         }
     }
 

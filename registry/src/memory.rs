@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::schema::{member, parse_member};
-use crate::SessionEntry;
+use crate::schema::{gateway_member, member, parse_gateway_member, parse_member};
+use crate::{GatewayRecord, SessionEntry};
 
 /// Number of independently locked shards of a store.
 const SHARDS: usize = 16;
@@ -23,6 +23,8 @@ const SWEEP_EVERY: u32 = 1024;
 pub struct MemoryStore {
     hasher: RandomState,
     shards: Box<[Mutex<Shard>]>,
+    /// What Redis holds under `connect:gateways`: liveness member -> expiry.
+    gateways: Mutex<HashMap<String, i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +54,51 @@ impl MemoryStore {
         MemoryStore {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            gateways: Mutex::default(),
+        }
+    }
+
+    fn gateways(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The liveness heartbeat: the record expires `ttl` from now, expired records are dropped.
+    /// True when the record was missing (first beat, or it had expired).
+    pub fn heartbeat(&self, gw: &GatewayRecord, ttl_ms: i64, now_ms: i64) -> bool {
+        let mut gws = self.gateways();
+        gws.retain(|_, exp| *exp > now_ms);
+        gws.insert(gateway_member(gw), now_ms.saturating_add(ttl_ms))
+            .is_none()
+    }
+
+    /// Removes the gateway's record (a clean shutdown); true if it was there.
+    pub fn retire(&self, gw: &GatewayRecord) -> bool {
+        self.gateways().remove(&gateway_member(gw)).is_some()
+    }
+
+    /// Gateways whose record has not expired, in expiry order.
+    pub fn live_gateways(&self, now_ms: i64) -> Vec<GatewayRecord> {
+        let gws = self.gateways();
+        let mut live: Vec<(&String, i64)> = gws
+            .iter()
+            .filter(|(_, exp)| **exp > now_ms)
+            .map(|(m, exp)| (m, *exp))
+            .collect();
+        live.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+        live.into_iter()
+            .filter_map(|(m, _)| parse_gateway_member(m.as_bytes()))
+            .collect()
+    }
+
+    /// Forgets everything, like `FLUSHALL` (for tests of recovery from data loss).
+    pub fn flush(&self) {
+        self.gateways().clear();
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .users
+                .clear();
         }
     }
 
@@ -194,6 +241,7 @@ mod tests {
             user: user.into(),
             session,
             instance: "gw".into(),
+            epoch: 7,
             shard: 0,
             addr: "127.0.0.1:1".into(),
         }
@@ -281,6 +329,31 @@ mod tests {
             })
             .sum();
         assert_eq!(old_left, 0);
+    }
+
+    #[test]
+    fn heartbeat_reports_a_missing_record() {
+        let s = MemoryStore::new();
+        let gw = |i: &str, epoch| GatewayRecord {
+            instance: i.into(),
+            epoch,
+            addr: "h:1".into(),
+        };
+        assert!(s.heartbeat(&gw("a", 1), 100, 0), "first beat creates");
+        assert!(!s.heartbeat(&gw("a", 1), 100, 50), "later beats extend");
+        assert!(s.heartbeat(&gw("b", 2), 100, 60));
+        assert_eq!(s.live_gateways(120), vec![gw("a", 1), gw("b", 2)]);
+        assert_eq!(s.live_gateways(150), vec![gw("b", 2)], "a expired at 150");
+        assert!(
+            s.heartbeat(&gw("a", 1), 100, 200),
+            "an expired record is re-created"
+        );
+        assert!(s.retire(&gw("a", 1)));
+        assert!(!s.retire(&gw("a", 1)));
+        s.register(&entry("u", 1), 1_000, 0);
+        s.flush();
+        assert!(s.live_gateways(200).is_empty());
+        assert!(s.lookup("u", 200).is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use resp_client::{Batch, Client, Config};
 
 use crate::future::RegistryFuture;
 use crate::schema::{self, now_ms, ttl_ms};
-use crate::{Error, RegistryOptions, SessionEntry};
+use crate::{Error, GatewayRecord, RegistryOptions, SessionEntry};
 
 /// A registry on one Redis, owned by one glommio executor (clones share its connection).
 #[derive(Clone)]
@@ -113,5 +113,49 @@ impl RedisRegistry {
         let args: [&[u8]; 5] = [&args[0], &args[1], &args[2], &args[3], &args[4]];
         let reply = self.client.submit(&args);
         RegistryFuture::one(reply, user.to_string(), schema::parse_lookup)
+    }
+
+    /// See [`crate::Registry::remove_sessions`].
+    pub fn remove_sessions(&self, entries: &[SessionEntry]) -> RegistryFuture<u64> {
+        if let Some(e) = entries.iter().find_map(|e| e.validate().err()) {
+            return RegistryFuture::ready(Err(e));
+        }
+        let mut batch = Batch::new();
+        for entry in entries {
+            let key = schema::key(&entry.user);
+            let member = schema::member(entry);
+            batch.push(&[b"ZREM", key.as_bytes(), member.as_bytes()]);
+        }
+        RegistryFuture::batch(self.client.submit_batch(batch), schema::count_removed)
+    }
+
+    /// See [`crate::Registry::heartbeat`].
+    pub fn heartbeat(&self, gw: &GatewayRecord, ttl: Duration) -> RegistryFuture<bool> {
+        if let Err(e) = gw.validate() {
+            return RegistryFuture::ready(Err(e));
+        }
+        let mut batch = Batch::new();
+        schema::push_heartbeat(&mut batch, gw, ttl_ms(ttl), now_ms());
+        RegistryFuture::batch(self.client.submit_batch(batch), schema::parse_heartbeat)
+    }
+
+    /// See [`crate::Registry::retire`].
+    pub fn retire(&self, gw: &GatewayRecord) -> RegistryFuture<bool> {
+        if let Err(e) = gw.validate() {
+            return RegistryFuture::ready(Err(e));
+        }
+        let member = schema::gateway_member(gw);
+        let reply =
+            self.client
+                .submit(&[b"ZREM", schema::GATEWAYS_KEY.as_bytes(), member.as_bytes()]);
+        RegistryFuture::one(reply, String::new(), |_, r| schema::parse_unregister(r))
+    }
+
+    /// See [`crate::Registry::live_gateways`].
+    pub fn live_gateways(&self) -> RegistryFuture<Vec<GatewayRecord>> {
+        let args = schema::live_gateways_args(now_ms());
+        let args: [&[u8]; 5] = [&args[0], &args[1], &args[2], &args[3], &args[4]];
+        let reply = self.client.submit(&args);
+        RegistryFuture::one(reply, String::new(), schema::parse_live_gateways)
     }
 }

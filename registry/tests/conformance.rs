@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry::{Error, MemoryRegistry, Registry, RegistryOptions, SessionEntry};
+use registry::{
+    Error, GatewayRecord, LiveSet, MemoryRegistry, Registry, RegistryOptions, SessionEntry, Verdict,
+};
 use resp_client::Config;
 use testkit::{redis_cmd, redis_cmd_auth, RedisCluster, RedisServer};
 
@@ -26,19 +28,33 @@ enum Backend {
 }
 
 impl Ctx {
+    /// Loses every key, like a Redis restart without persistence.
+    fn flush(&self) {
+        match &self.backend {
+            Backend::Memory(m) => m.store().flush(),
+            Backend::Redis(addr, pw) => {
+                let r = redis_cmd_auth(addr, pw.as_deref(), &["FLUSHALL"]);
+                assert!(r.starts_with("+OK"), "{r:?}");
+            }
+            Backend::Cluster(c) => c.flushall(),
+        }
+    }
+
     /// The user's key TTL in ms (`PTTL`), `None` if the key does not exist.
     fn key_ttl_ms(&self, user: &str) -> Option<i64> {
+        self.raw_key_ttl_ms(&registry::schema::key(user), user)
+    }
+
+    /// `PTTL` of a raw key; for memory, of `user`'s key.
+    fn raw_key_ttl_ms(&self, key: &str, user: &str) -> Option<i64> {
         match &self.backend {
             Backend::Memory(m) => m.store().key_ttl_ms(user, registry::schema::now_ms()),
             Backend::Redis(..) | Backend::Cluster(_) => {
-                let key = registry::schema::key(user);
                 let reply = match &self.backend {
-                    Backend::Redis(addr, pw) => {
-                        redis_cmd_auth(addr, pw.as_deref(), &["PTTL", &key])
-                    }
+                    Backend::Redis(addr, pw) => redis_cmd_auth(addr, pw.as_deref(), &["PTTL", key]),
                     Backend::Cluster(c) => {
                         let owner = c.master_of_slot(resp_client::slot::key_slot(key.as_bytes()));
-                        redis_cmd(&owner, &["PTTL", &key])
+                        redis_cmd(&owner, &["PTTL", key])
                     }
                     Backend::Memory(_) => unreachable!(),
                 };
@@ -156,6 +172,9 @@ conformance!(
     unregister_unknown_is_false,
     operations_queue_at_call_time,
     invalid_input_is_rejected,
+    liveness_records_expire_and_report_loss,
+    dead_gateways_sessions_read_as_gone,
+    remove_sessions_removes_exactly_those,
 );
 
 fn entry(user: &str, session: u64, instance: &str, shard: u16) -> SessionEntry {
@@ -163,6 +182,7 @@ fn entry(user: &str, session: u64, instance: &str, shard: u16) -> SessionEntry {
         user: user.into(),
         session,
         instance: instance.into(),
+        epoch: 1,
         shard,
         addr: format!("127.0.0.1:{}", 7000 + u32::from(shard)),
     }
@@ -350,6 +370,115 @@ async fn invalid_input_is_rejected(ctx: Ctx) {
     let odd = entry("o.k_user+tag@example.com:-", 3, "gw-1", 0);
     reg.register(&odd, LONG).await.unwrap();
     assert_eq!(reg.lookup(&odd.user).await.unwrap(), vec![odd]);
+}
+
+fn gateway(instance: &str, epoch: u64) -> GatewayRecord {
+    GatewayRecord {
+        instance: instance.into(),
+        epoch,
+        addr: "127.0.0.1:7200".into(),
+    }
+}
+
+async fn liveness_records_expire_and_report_loss(ctx: Ctx) {
+    let reg = &ctx.reg;
+    let short = Duration::from_millis(300);
+    assert_eq!(reg.live_gateways().await.unwrap(), vec![]);
+    assert!(
+        reg.heartbeat(&gateway("gw-1", 1), short).await.unwrap(),
+        "first beat creates"
+    );
+    assert!(
+        !reg.heartbeat(&gateway("gw-1", 1), short).await.unwrap(),
+        "then extends"
+    );
+    assert!(reg.heartbeat(&gateway("gw-2", 5), LONG).await.unwrap());
+    let mut live = reg.live_gateways().await.unwrap();
+    live.sort_by(|a, b| a.instance.cmp(&b.instance));
+    assert_eq!(live, vec![gateway("gw-1", 1), gateway("gw-2", 5)]);
+    if !matches!(ctx.backend, Backend::Memory(_)) {
+        let ttl = ctx
+            .raw_key_ttl_ms(registry::schema::GATEWAYS_KEY, "")
+            .expect("the gateways key has a TTL");
+        assert!(ttl > 50_000, "{ttl}");
+    }
+    // A stalled gateway: its record expires, and its next beat says so.
+    glommio::timer::sleep(Duration::from_millis(400)).await;
+    assert_eq!(reg.live_gateways().await.unwrap(), vec![gateway("gw-2", 5)]);
+    assert!(reg.heartbeat(&gateway("gw-1", 1), short).await.unwrap());
+    // Redis lost everything: the next beat of every gateway says so.
+    ctx.flush();
+    assert!(reg.heartbeat(&gateway("gw-2", 5), LONG).await.unwrap());
+    assert!(!reg.heartbeat(&gateway("gw-2", 5), LONG).await.unwrap());
+    // A clean shutdown removes the record at once.
+    assert!(reg.retire(&gateway("gw-2", 5)).await.unwrap());
+    assert!(!reg.retire(&gateway("gw-2", 5)).await.unwrap());
+    assert!(reg
+        .live_gateways()
+        .await
+        .unwrap()
+        .iter()
+        .all(|g| g.instance != "gw-2"));
+    let bad = GatewayRecord {
+        instance: "g|w".into(),
+        ..gateway("x", 1)
+    };
+    assert!(matches!(
+        reg.heartbeat(&bad, LONG).await,
+        Err(Error::InvalidEntry(_))
+    ));
+}
+
+async fn dead_gateways_sessions_read_as_gone(ctx: Ctx) {
+    let reg = &ctx.reg;
+    // gw-1 restarted (epoch 1 -> 2), gw-2 died, gw-3 is alive.
+    let old = entry("lena", 1, "gw-1", 0);
+    let new = SessionEntry {
+        session: 2,
+        epoch: 2,
+        ..old.clone()
+    };
+    let dead = entry("lena", 3, "gw-2", 0);
+    let live = entry("lena", 4, "gw-3", 0);
+    reg.heartbeat(&gateway("gw-1", 2), LONG).await.unwrap();
+    reg.heartbeat(&gateway("gw-3", 1), LONG).await.unwrap();
+    for e in [&old, &new, &dead, &live] {
+        reg.register(e, LONG).await.unwrap();
+    }
+    let set = LiveSet::new(&reg.live_gateways().await.unwrap());
+    let mut verdicts: Vec<(u64, Verdict)> = reg
+        .lookup("lena")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.session, set.verdict(e)))
+        .collect();
+    verdicts.sort_by_key(|v| v.0);
+    assert_eq!(
+        verdicts,
+        vec![
+            (1, Verdict::Dead),
+            (2, Verdict::Alive),
+            (3, Verdict::Unknown),
+            (4, Verdict::Alive)
+        ]
+    );
+}
+
+async fn remove_sessions_removes_exactly_those(ctx: Ctx) {
+    let reg = &ctx.reg;
+    let keep = entry("mia", 1, "gw-1", 0);
+    let gone = [entry("mia", 2, "gw-2", 0), entry("nils", 3, "gw-2", 0)];
+    reg.register(&keep, LONG).await.unwrap();
+    for e in &gone {
+        reg.register(e, LONG).await.unwrap();
+    }
+    let mut batch = gone.to_vec();
+    batch.push(entry("nobody", 9, "gw-2", 0));
+    assert_eq!(reg.remove_sessions(&batch).await.unwrap(), 2);
+    assert_eq!(reg.lookup("mia").await.unwrap(), vec![keep]);
+    assert_eq!(reg.lookup("nils").await.unwrap(), vec![]);
+    assert_eq!(reg.remove_sessions(&[]).await.unwrap(), 0);
 }
 
 #[test]

@@ -12,6 +12,12 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7100";
 /// How long a delivery may wait for the recipient gateway's result before the sender gets
 /// `failed`. Below the gateway's send timeout (10 s) so the router's answer arrives first.
 pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// How often each shard re-reads the gateway liveness records. A session whose gateway is not
+/// in the set makes the router read them again at once, so this only bounds how long a
+/// `kill -9`ed gateway still looks alive after its record expired (2 s + 250 ms < 3 s).
+pub const DEFAULT_LIVENESS_POLL_MS: u64 = 250;
+/// Users one presence request may ask about: a contact list screen, not a directory dump.
+pub const DEFAULT_MAX_PRESENCE_USERS: usize = 256;
 /// Admin port (`/livez`, `/readyz`, `/metrics`) for NLB health checks and scraping.
 pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
 /// SIGTERM drain budget, below ECS's default 30 s stop timeout.
@@ -37,6 +43,9 @@ pub struct Args {
     /// Milliseconds a delivery waits for the recipient gateway before the send is acked failed.
     #[arg(long, env = "CONNECT_FORWARD_TIMEOUT_MS", default_value_t = DEFAULT_FORWARD_TIMEOUT_MS)]
     pub forward_timeout_ms: u64,
+    /// Milliseconds between reads of the gateway liveness records.
+    #[arg(long, env = "CONNECT_LIVENESS_POLL_MS", default_value_t = DEFAULT_LIVENESS_POLL_MS)]
+    pub liveness_poll_ms: u64,
     /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
     #[arg(long, env = "CONNECT_IO", default_value = "auto")]
     pub io: String,
@@ -63,6 +72,7 @@ pub struct Config {
     pub registry: String,
     pub shards: usize,
     pub forward_timeout: Duration,
+    pub liveness_poll: Duration,
     /// Pin shard i to the i-th allowed CPU.
     pub pin: bool,
     /// Which event loop to run on.
@@ -82,6 +92,7 @@ impl Config {
             registry: registry.to_string(),
             shards,
             forward_timeout: Duration::from_millis(DEFAULT_FORWARD_TIMEOUT_MS),
+            liveness_poll: Duration::from_millis(DEFAULT_LIVENESS_POLL_MS),
             pin: true,
             io: IoMode::Auto,
             admin_listen: None,
@@ -127,6 +138,9 @@ impl Args {
         if self.forward_timeout_ms == 0 {
             errors.push("--forward-timeout-ms must be positive".into());
         }
+        if !(10..=60_000).contains(&self.liveness_poll_ms) {
+            errors.push("--liveness-poll-ms must be between 10 and 60000".into());
+        }
         let io = self.io.parse::<IoMode>().unwrap_or_else(|e| {
             errors.push(format!("--io {e}"));
             IoMode::Auto
@@ -153,6 +167,7 @@ impl Args {
                 registry,
                 shards,
                 forward_timeout: Duration::from_millis(self.forward_timeout_ms),
+                liveness_poll: Duration::from_millis(self.liveness_poll_ms),
                 pin: true,
                 io,
                 admin_listen,

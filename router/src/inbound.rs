@@ -131,9 +131,13 @@ async fn process(shard: Rc<Shard>, link: Rc<Inbound>) {
         let result = job.lookup.await;
         let m = shard.m();
         m.lookup.observe(job.queued.elapsed());
-        if result.is_err() {
-            m.lookup_errors.inc();
-        }
+        let result = match result {
+            Ok(entries) => Ok(shard.live_sessions(entries, Instant::now()).await),
+            Err(e) => {
+                m.lookup_errors.inc();
+                Err(e)
+            }
+        };
         match std::str::from_utf8(&job.to) {
             Ok(to) => shard.route(&link, job.msg_id, to, &job.payload, result),
             Err(_) => link.ack(job.msg_id, AckStatus::Failed, "recipient is not UTF-8"),

@@ -11,11 +11,14 @@
 //! - `peers`: links to gateway shards: deliveries out, results in; reconnect and timeouts.
 //! - `shard`: per-shard state: forwards awaiting results and their aggregation into one ack;
 //!   the SIGTERM drain.
+//! - `liveness`: the shard's view of which gateways are alive, and the judgement of looked-up
+//!   sessions (dead ones skipped and removed lazily).
 //! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.
 
 pub mod config;
 
 mod inbound;
+mod liveness;
 mod metrics;
 mod peers;
 mod shard;

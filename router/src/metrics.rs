@@ -17,6 +17,12 @@ pub struct ShardMetrics {
     pub deliveries: Counter,
     pub forwards_pending: Gauge,
     pub lookup_errors: Counter,
+    /// Sessions skipped because their gateway is dead (and queued for removal).
+    pub dead_sessions: Counter,
+    /// Gateway instances in this shard's liveness view.
+    pub live_gateways: Gauge,
+    /// Presence requests answered.
+    pub presence: Counter,
     acks: [Counter; 3],
     pub lookup: Histogram,
 }
@@ -90,7 +96,38 @@ impl Metrics {
             "Deliveries awaiting results.",
             &|s| s.forwards_pending.get(),
         );
+        per_shard(
+            out,
+            "connect_router_live_gateways",
+            "gauge",
+            "Gateway instances with a live liveness record, as this shard last read them.",
+            &|s| s.live_gateways.get(),
+        );
         let total = |f: &dyn Fn(&ShardMetrics) -> u64| self.shards.iter().map(f).sum::<u64>();
+        header(
+            out,
+            "connect_router_dead_sessions_total",
+            "counter",
+            "Sessions skipped because their gateway is dead or restarted (removed lazily).",
+        );
+        sample(
+            out,
+            "connect_router_dead_sessions_total",
+            "",
+            total(&|s| s.dead_sessions.get()),
+        );
+        header(
+            out,
+            "connect_router_presence_total",
+            "counter",
+            "Presence requests answered.",
+        );
+        sample(
+            out,
+            "connect_router_presence_total",
+            "",
+            total(&|s| s.presence.get()),
+        );
         header(
             out,
             "connect_router_acks_total",

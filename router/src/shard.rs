@@ -15,6 +15,7 @@ use wire::frame::{self, AckStatus};
 
 use crate::config::Config;
 use crate::inbound::Inbound;
+use crate::liveness::LiveView;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peers::Peer;
 
@@ -71,6 +72,8 @@ pub struct Shard {
     pub id: u16,
     pub cfg: Arc<Config>,
     pub registry: Registry,
+    /// Which gateways are alive.
+    pub live: LiveView,
     peers: RefCell<HashMap<String, Rc<Peer>>>,
     fwds: RefCell<HashMap<u64, Fwd>>,
     deadlines: RefCell<Deadlines>,
@@ -92,6 +95,31 @@ impl Shard {
         let mut v = self.inbound.borrow_mut();
         v.retain(|l| l.strong_count() > 0);
         v.push(Rc::downgrade(link));
+    }
+
+    /// Leaves out sessions of dead gateways and removes them from the registry in the
+    /// background.
+    pub async fn live_sessions(
+        &self,
+        entries: Vec<SessionEntry>,
+        read_at: Instant,
+    ) -> Vec<SessionEntry> {
+        let judged = self.live.judge(entries, read_at).await;
+        if !judged.dead.is_empty() {
+            self.m().dead_sessions.add(judged.dead.len() as u64);
+            tracing::debug!(
+                sessions = judged.dead.len(),
+                "skipping sessions of dead gateways"
+            );
+            let cleanup = self.registry.remove_sessions(&judged.dead);
+            rt::spawn(async move {
+                if let Err(e) = cleanup.await {
+                    tracing::debug!(error = %e, "lazy cleanup of dead sessions failed");
+                }
+            })
+            .detach();
+        }
+        judged.live
     }
 
     /// Routes one send given its registry lookup result. Always leads to exactly one ack.
@@ -259,6 +287,7 @@ pub async fn run(id: u16, cfg: Arc<Config>, metrics: Arc<Metrics>, listener: Soc
     let shard = Rc::new(Shard {
         id,
         cfg,
+        live: LiveView::new(registry.clone()),
         registry,
         peers: RefCell::new(HashMap::new()),
         fwds: RefCell::new(HashMap::new()),
@@ -274,6 +303,17 @@ pub async fn run(id: u16, cfg: Arc<Config>, metrics: Arc<Metrics>, listener: Soc
             loop {
                 sleep(DEADLINE_TICK).await;
                 shard.expire(Instant::now());
+            }
+        }
+    })
+    .detach();
+    rt::spawn({
+        let shard = shard.clone();
+        async move {
+            loop {
+                shard.live.refresh_after(Instant::now()).await;
+                shard.m().live_gateways.set(shard.live.gateways() as i64);
+                sleep(shard.cfg.liveness_poll).await;
             }
         }
     })
