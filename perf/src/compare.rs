@@ -13,8 +13,8 @@
 //!    last pass and the first failure: the highest passing rate, and the P99 at the common rate
 //!    (the sweep's first run).
 //!
-//! Every run checks integrity: a send acked but never received, a send never acked, or a gap in
-//! a sender's sequence is a *silent drop*, counted per run and in total.
+//! Every run checks integrity: a send acked `delivered` but never received, or never acked at
+//! all, is a *silent drop*, counted per run and in total.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -248,7 +248,9 @@ pub struct Messages {
     pub lost: u64,
     /// Connections that should have received messages and got none.
     pub silent_receivers: u64,
-    /// Sends with no sign of arrival: lost + missing acks + gaps. Zero on a healthy run.
+    /// Sends the system lost without saying so: acked `delivered` but never received (per
+    /// device), or never answered at all (lost + missing acks). Zero on a healthy run; a
+    /// `failed` ack is an answer, not a silent drop.
     pub silent_drops: u64,
 }
 
@@ -367,7 +369,7 @@ impl Report {
                 gaps: c.gaps,
                 lost,
                 silent_receivers: c.silent_receivers,
-                silent_drops: lost + c.missing_acks + c.gaps,
+                silent_drops: lost + c.missing_acks,
             },
             latency_us: Latency {
                 ack: Quantiles::of(&m.ack),
