@@ -163,43 +163,6 @@ fn order_is_kept_per_sender_and_recipient() {
 }
 
 #[test]
-fn killed_gateway_users_go_offline_after_ttl() {
-    let ttl = 3;
-    let mut stack = Stack::start(2, ttl);
-    let mut alice = Client::connect(stack.gw_ports[0], "alice");
-    let _bob = Client::connect(stack.gw_ports[1], "bob");
-    alice.send_to("bob", "before", json!(1));
-    assert_eq!(alice.recv_type("ack")["status"], "delivered");
-
-    stack.gateways[1].kill();
-    let killed = Instant::now();
-    // Every send gets exactly one outcome meanwhile (failed while the dead gateway is still
-    // registered), and `offline` once its sessions' TTL has run out.
-    let mut n = 0;
-    loop {
-        n += 1;
-        alice.send_to("bob", &format!("after-{n}"), json!(n));
-        let ack = alice.recv_type("ack");
-        assert_eq!(ack["id"], format!("after-{n}"));
-        let status = ack["status"].as_str().unwrap().to_string();
-        assert!(status == "failed" || status == "offline", "{ack}");
-        if status == "offline" {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(ttl + 5),
-            "still not offline {:?} after the kill",
-            killed.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        killed.elapsed() >= Duration::from_secs(ttl - 1),
-        "offline before the TTL ran out"
-    );
-}
-
-#[test]
 fn redis_restart_gives_failed_acks_then_recovers() {
     let mut stack = Stack::start(1, 4);
     let g = stack.gw_ports[0];
@@ -214,8 +177,8 @@ fn redis_restart_gives_failed_acks_then_recovers() {
         "{ack}"
     );
 
-    // Redis comes back empty; the gateway's TTL refresh (every third of the TTL) re-registers
-    // the live sessions without any reconnect.
+    // Redis comes back empty; the gateways re-register their live sessions without any
+    // reconnect (tests/registry.rs covers this under load).
     stack.redis.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 0;
