@@ -37,14 +37,24 @@ impl Read for Io {
 
 impl Write for Io {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out
-            .push(|b| b.extend_from_slice(buf))
-            .map_err(push_err)?;
-        Ok(buf.len())
+        match self.out.push(|b| b.extend_from_slice(buf)) {
+            Ok(()) => Ok(buf.len()),
+            // A client that pings faster than it reads the pongs (a ping flood) would
+            // otherwise fill its queue with pongs and be dropped. RFC 6455 5.5.3 lets an
+            // endpoint leave pongs out while earlier ones are still unsent: skip this one.
+            Err(PushError::Full) if is_pong(buf) => Ok(buf.len()),
+            Err(e) => Err(push_err(e)),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether `buf` is exactly one server pong frame (what tungstenite writes when it answers a
+/// ping; it writes nothing else through [`Io`] but close frames).
+fn is_pong(buf: &[u8]) -> bool {
+    matches!(buf, [0x8a, len, ..] if *len < 126 && buf.len() == 2 + *len as usize)
 }
 
 /// Maps an outbox refusal to the I/O error tungstenite reports.
@@ -127,5 +137,11 @@ mod tests {
         assert_eq!(out.queued(), 11);
         // Over the limit: refused, so a slow consumer cannot grow memory without bound.
         assert!(io.write(b"more").is_err());
+        // Except pongs, which are skipped instead (nothing queued, no error).
+        assert_eq!(io.write(&[0x8a, 2, b'h', b'i']).unwrap(), 4);
+        assert_eq!(io.write(&[0x8a, 0]).unwrap(), 2);
+        assert_eq!(out.queued(), 11);
+        assert!(io.write(&[0x8a, 2, b'h']).is_err(), "not a whole pong");
+        assert!(io.write(&[0x88, 2, 0x03, 0xe8]).is_err(), "a close frame");
     }
 }
