@@ -344,3 +344,41 @@ fn numbers_outside_f64_refused() {
         let _: Value = serde_json::from_str(got.get()).unwrap();
     }
 }
+
+#[test]
+fn deeply_nested_bodies_refused() {
+    // Valid JSON, but serde_json's `Value` (like other recursive parsers) refuses nesting
+    // past its recursion limit: the recipient could not read the message. Never forward it.
+    let nest = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+    let deep_obj = |d: usize| format!("{}1{}", r#"{"a":"#.repeat(d), "}".repeat(d));
+    assert!(
+        serde_json::from_str::<Value>(&nest(128)).is_err(),
+        "the reason for the limit"
+    );
+    for body in [
+        nest(MAX_BODY_DEPTH + 1),
+        nest(10_000),
+        deep_obj(MAX_BODY_DEPTH + 1),
+        format!(r#"{{"ok":[1,2],"deep":{}}}"#, nest(MAX_BODY_DEPTH)),
+    ] {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        assert_eq!(
+            err(&text),
+            (Some(r#""c""#.into()), ErrorCode::BadJson),
+            "{body}"
+        );
+    }
+    // Up to the limit it is delivered, and the recipient's message parses.
+    for body in [
+        nest(MAX_BODY_DEPTH),
+        deep_obj(MAX_BODY_DEPTH),
+        format!(r#"["[[[[{{{{\"]]]]",{}]"#, nest(MAX_BODY_DEPTH - 1)),
+    ] {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        let mut out = Vec::new();
+        encode_message(&mut out, "s-1", "alice", got, 1);
+        let v = json(&out);
+        assert!(v["body"].is_array() || v["body"].is_object());
+    }
+}

@@ -12,7 +12,8 @@
 //! gateway echoes it verbatim in the `ack` or `error`. `USER` satisfies
 //! [`crate::user::valid_user_id`] (written without escape sequences; the alphabet needs none).
 //! `body` is any JSON value whose raw text is at most `max_body` bytes
-//! ([`DEFAULT_MAX_BODY`]); recipients get it byte for byte. Unknown extra fields are ignored.
+//! ([`DEFAULT_MAX_BODY`]) nested at most [`MAX_BODY_DEPTH`] levels deep; recipients get it
+//! byte for byte. Unknown extra fields are ignored.
 //!
 //! Gateway to client:
 //!
@@ -46,6 +47,11 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
 /// Longest client `id`, in bytes of raw JSON text (quotes included for strings).
 pub const MAX_ID_LEN: usize = 128;
+
+/// Deepest nesting of arrays and objects accepted in a `send`'s `body`. Deeper bodies are valid
+/// JSON, but recursive parsers refuse them (serde_json's `Value` stops at 128 levels, the
+/// message envelope adds one), so the recipient could not read the message.
+pub const MAX_BODY_DEPTH: usize = 64;
 
 /// Slack allowed on top of `max_body` for a whole client text frame (type, id, to, keys,
 /// whitespace). Longer frames are rejected with [`ErrorCode::TooLarge`] before being parsed.

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::{ClientError, ClientMessage, ErrorCode, MAX_ENVELOPE_OVERHEAD, MAX_ID_LEN};
+use super::{
+    ClientError, ClientMessage, ErrorCode, MAX_BODY_DEPTH, MAX_ENVELOPE_OVERHEAD, MAX_ID_LEN,
+};
 use crate::user::valid_user_id;
 
 /// The top-level fields, each kept as raw JSON so that one bad field does not hide the others
@@ -36,7 +38,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 /// `"send"`), `id` (string or number of at most [`MAX_ID_LEN`] bytes, else
 /// [`ErrorCode::BadRequest`]), `to` ([`ErrorCode::BadRequest`] if missing or not a string,
 /// [`ErrorCode::InvalidUser`] if not a valid user id), `body` ([`ErrorCode::BadRequest`] if
-/// missing, [`ErrorCode::TooLarge`] if over `max_body`).
+/// missing, [`ErrorCode::BadJson`] if nested deeper than [`MAX_BODY_DEPTH`],
+/// [`ErrorCode::TooLarge`] if over `max_body`).
 pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, ClientError<'_>> {
     if text.len() > max_body.saturating_add(MAX_ENVELOPE_OVERHEAD) {
         return Err(ClientError::new(
@@ -157,6 +160,13 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
             "field `body` contains a number outside the double-precision range",
         ));
     }
+    if !depth_within(body.get(), MAX_BODY_DEPTH) {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadJson,
+            format!("field `body` nests arrays and objects deeper than {MAX_BODY_DEPTH} levels"),
+        ));
+    }
     if body.get().len() > max_body {
         return Err(ClientError::new(
             Some(id),
@@ -243,6 +253,36 @@ fn numbers_finite(raw: &str) -> bool {
             }
         } else {
             i += 1;
+        }
+    }
+    true
+}
+
+/// Whether arrays and objects in already-validated JSON text nest at most `max` levels deep.
+/// serde_json's raw-value scanner accepts any depth; recursive parsers on the receiving side
+/// (serde_json's `Value`: 128 levels) do not.
+fn depth_within(raw: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &c in raw.as_bytes() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     true
