@@ -477,6 +477,7 @@ const TAKEN: u32 = u32::MAX;
 
 impl ReplyCell {
     /// The result if it arrived; else registers `cx`'s waker.
+    #[inline]
     pub(crate) fn poll_take(&mut self, cx: &Context<'_>) -> Poll<Result<Reply, Error>> {
         assert!(self.idx != TAKEN, "ReplyFuture polled after completion");
         let ready = self.shared.state.borrow_mut().cells.poll_take(self.idx, cx);
@@ -559,6 +560,7 @@ impl ReplyFuture {
 impl Future for ReplyFuture {
     type Output = Result<Reply, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match &mut this.0 {

@@ -9,7 +9,7 @@
 //! reconnects after a jittered backoff.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -436,7 +436,21 @@ async fn watchdog(shared: &Shared) -> Error {
                 if deadline <= now {
                     return Error::Timeout;
                 }
-                runtime::rt::sleep(deadline - now).await;
+                // This future shares its task (and waker) with the reader and the writer, so
+                // it is polled on every reply and every write. Polling a timer re-arms it
+                // (glommio: a timer-map removal and insertion each time), so the timer is
+                // polled once to arm it, and then only once its deadline has passed (it still
+                // wakes the task when it fires: same task, same waker).
+                let mut timer = std::pin::pin!(runtime::rt::sleep(deadline - now));
+                let mut armed = false;
+                poll_fn(|cx| {
+                    if armed && Instant::now() < deadline {
+                        return Poll::Pending;
+                    }
+                    armed = true;
+                    timer.as_mut().poll(cx)
+                })
+                .await;
             }
         }
     }
