@@ -305,6 +305,39 @@ fn websocket_violations_get_close_codes() {
         by.still_chatting(what);
     }
 
+    // Frames pipelined in the same packet as the upgrade request are read as frames: a send
+    // is answered, garbage gets 1002.
+    let tok = token("pipeliner");
+    for (what, frames, expect) in [
+        ("a send pipelined with the upgrade", true, None),
+        ("garbage pipelined with the upgrade", false, Some(1002)),
+    ] {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut bytes = upgrade_request(&format!("/ws?token={tok}"), "").into_bytes();
+        if frames {
+            let send = br#"{"type":"send","id":"piped","to":"nobody","body":1}"#;
+            bytes.extend(frame_header(FIN | TEXT, true, send.len() as u64));
+            bytes.extend(
+                send.iter()
+                    .enumerate()
+                    .map(|(j, b)| b ^ [0x37, 0xfa, 0x21, 0x3d][j % 4]),
+            );
+        } else {
+            bytes.extend_from_slice(&[0xf7; 32]);
+        }
+        tcp.write_all(&bytes).unwrap();
+        let mut w = RawWs::from_upgraded(tcp);
+        assert_eq!(w.recv_json()["type"], "welcome", "{what}");
+        match expect {
+            None => assert_eq!(w.recv_json()["status"], "offline", "{what}"),
+            Some(code) => {
+                w.expect_close(code, what);
+            }
+        }
+        by.still_chatting(what);
+    }
+
     // A message just under the limit is fine (with --max-body raised it would be delivered;
     // here it is simply too large a body, which is an error, not a close).
     let mut w = RawWs::connect(port, "near-limit");
@@ -892,6 +925,14 @@ fn outcome(c: &mut Client, id: &str) -> (Value, Duration) {
     }
 }
 
+/// One send from `from` to `to_user` (whose client is `to`): delivered once, intact.
+fn exchange(from: &mut Client, to: &mut Client, to_user: &str, id: &str) {
+    from.send_to(to_user, id, json!({ "id": id }));
+    let (ack, _) = outcome(from, id);
+    assert_eq!(ack["status"], "delivered", "{id}: {ack}");
+    assert_eq!(to.recv_type("message")["body"]["id"], id);
+}
+
 /// The processes are alive, answer `/livez`, and never panicked.
 fn assert_healthy(procs: &mut [&mut Proc], during: &str) {
     for p in procs.iter_mut() {
@@ -1021,6 +1062,17 @@ fn hostile_registry_gives_failed_acks_then_recovers() {
         carol.send_to("alice", &format!("{what}-carol"), json!("back"));
         assert_eq!(carol.recv_type("ack")["status"], "delivered");
         assert_eq!(alice.recv_type("message")["body"], "back");
+        // No reply is matched to the wrong request after the fault: a few exchanges in both
+        // directions each arrive once, intact, with their own ack.
+        for k in 0..5 {
+            exchange(&mut alice, &mut bob, "bob", &format!("{what}-after-a-{k}"));
+            exchange(
+                &mut carol,
+                &mut alice,
+                "alice",
+                &format!("{what}-after-c-{k}"),
+            );
+        }
         println!("{what}: recovered after {n} sends");
     }
     assert!(

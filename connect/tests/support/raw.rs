@@ -145,6 +145,11 @@ impl RawWs {
         tcp.set_nodelay(true).unwrap();
         tcp.write_all(upgrade_request(path_and_query, "").as_bytes())
             .unwrap();
+        Self::from_upgraded(tcp)
+    }
+
+    /// Takes over a connection whose upgrade request is already written: reads the `101`.
+    pub fn from_upgraded(mut tcp: TcpStream) -> RawWs {
         let mut rx = Vec::new();
         let mut chunk = [0u8; 4096];
         let end = loop {
