@@ -72,9 +72,10 @@ pub struct Stats {
     pub writes: u64,
     /// Commands queued for sending (accepted by `submit*`).
     pub commands: u64,
-    /// Request round trip (queued to reply received), in microseconds: an exponentially
-    /// weighted moving average (weight 1/8 per read), 0 before the first reply. In cluster
-    /// mode, the slowest node's.
+    /// Request round trip (written to the socket to reply received), in microseconds: an
+    /// exponentially weighted moving average (weight 1/8 per sample; one sample, the oldest
+    /// request answered, per 8 socket reads), 0 before the first reply. In cluster mode, the
+    /// slowest node's.
     pub latency_us: u64,
     /// Cluster mode: `MOVED`/`ASK`/retry redirects followed. 0 for one node.
     pub redirects: u64,

@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +28,9 @@ use crate::pipeline::Pipeline;
 use crate::tls::Stream;
 use crate::{Config, Error, Reply};
 use runtime::backoff::Backoff;
+
+/// The round-trip latency is sampled on one socket read in this many (a clock read each).
+const LATENCY_SAMPLE_EVERY: u32 = 8;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -364,10 +369,12 @@ async fn read_loop(shared: &Shared, stream: &RefCell<Stream>, resp3: bool) -> Er
     let mut dec = Decoder::new(cfg.max_reply_bytes, cfg.max_array_len).with_resp3(resp3);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
+    let mut reads = 0u32;
     loop {
-        // One clock read and one latency sample per socket read (the oldest request it
-        // answers), not per reply.
-        let mut sample = !rbuf.is_empty();
+        // One latency sample (a clock read) per [`LATENCY_SAMPLE_EVERY`] socket reads: the
+        // oldest request the read answers. Not per reply.
+        let mut sample = reads % LATENCY_SAMPLE_EVERY == 0;
+        reads = reads.wrapping_add(1);
         let mut answered = false;
         loop {
             let reply = match dec.decode(&mut rbuf) {
@@ -382,7 +389,7 @@ async fn read_loop(shared: &Shared, stream: &RefCell<Stream>, resp3: bool) -> Er
             };
             let mut st = shared.state.borrow_mut();
             let st = &mut *st;
-            if sample {
+            if sample || st.latency_ns == 0 {
                 sample = false;
                 if let Some(sent) = st.pipeline.sent_at_front() {
                     let ns = Instant::now().saturating_duration_since(sent).as_nanos() as u64;
@@ -438,21 +445,45 @@ async fn watchdog(shared: &Shared) -> Error {
                 }
                 // This future shares its task (and waker) with the reader and the writer, so
                 // it is polled on every reply and every write. Polling a timer re-arms it
-                // (glommio: a timer-map removal and insertion each time), so the timer is
-                // polled once to arm it, and then only once its deadline has passed (it still
-                // wakes the task when it fires: same task, same waker).
+                // (glommio: a timer-map removal and insertion each time) and comparing with
+                // the clock costs a clock read, so the timer is polled once to arm it, with a
+                // waker that flags its firing, and then only once flagged.
                 let mut timer = std::pin::pin!(runtime::rt::sleep(deadline - now));
-                let mut armed = false;
+                let mut flag: Option<(Arc<TimerFlag>, Waker)> = None;
                 poll_fn(|cx| {
-                    if armed && Instant::now() < deadline {
+                    let (flag, waker) = flag.get_or_insert_with(|| {
+                        let f = Arc::new(TimerFlag {
+                            fired: AtomicBool::new(true), // poll once to arm
+                            task: cx.waker().clone(),
+                        });
+                        (f.clone(), Waker::from(f))
+                    });
+                    if !flag.fired.swap(false, Ordering::Relaxed) {
                         return Poll::Pending;
                     }
-                    armed = true;
-                    timer.as_mut().poll(cx)
+                    timer.as_mut().poll(&mut Context::from_waker(waker))
                 })
                 .await;
             }
         }
+    }
+}
+
+/// The waker a watchdog timer is polled with: notes that it fired, then wakes the connection's
+/// task.
+struct TimerFlag {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl std::task::Wake for TimerFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Relaxed);
+        self.task.wake_by_ref();
     }
 }
 

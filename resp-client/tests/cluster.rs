@@ -330,8 +330,9 @@ fn master_killed_under_write_load() {
             "no call hangs past its timeout: slowest {:?}",
             slowest.get()
         );
+        // Slack for timer lateness on a loaded test machine; far below the 1 s command timeout.
         assert!(
-            slowest_timed.get() < PER_CALL + Duration::from_millis(100),
+            slowest_timed.get() < PER_CALL + Duration::from_millis(300),
             "no call with a deadline of its own runs past it: slowest {:?}",
             slowest_timed.get()
         );
