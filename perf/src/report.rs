@@ -657,6 +657,45 @@ mod tests {
     }
 
     #[test]
+    fn parts_merge_into_exact_percentiles() {
+        let mut a = measured(Counts {
+            connected: 2,
+            sent: 10,
+            delivered: 10,
+            received: 10,
+            last_send_ns: 5,
+            ..Counts::default()
+        });
+        a.ack = hist(1..=500);
+        a.ticks = vec![Tick {
+            k: 0,
+            counts: a.counts,
+            prev: Counts::default(),
+            ack: hist([1, 2]),
+            delivery: new_histogram(),
+        }];
+        let mut b = a.clone();
+        b.ack = hist(501..=1000);
+        b.counts.last_send_ns = 9;
+        b.connect_phase_ns = 900_000_000;
+        b.ticks[0].k = 1;
+        // Through JSON, as between processes.
+        let b: Measured = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        let m = Measured::merge(vec![a, b]).unwrap();
+        assert_eq!(m.counts.sent, 20);
+        assert_eq!(m.counts.last_send_ns, 9, "a time: the latest, not a sum");
+        assert_eq!(m.scheduled, 2_000);
+        assert_eq!(m.ack.len(), 1000);
+        assert_eq!(m.ack.value_at_quantile(0.99), 990);
+        assert_eq!(m.connect_phase_ns, 900_000_000);
+        assert_eq!(m.ticks.iter().map(|t| t.k).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(Measured::merge(vec![]).is_none());
+        let r = Report::build(config(), &m);
+        // 4 connections up over the longest connect phase, 0.9 s: 4.44/s, rounded.
+        assert_eq!(r.connections.connects_per_second, 4.0);
+    }
+
+    #[test]
     fn table_mentions_the_figures() {
         let mut m = measured(Counts {
             connected: 4,
