@@ -19,7 +19,9 @@ fn bench_client(c: &mut Criterion) {
         })
     });
 
-    let ClientMessage::Send { body, .. } = client::parse_client(&send, DEFAULT_MAX_BODY).unwrap();
+    let Ok(ClientMessage::Send { body, .. }) = client::parse_client(&send, DEFAULT_MAX_BODY) else {
+        unreachable!()
+    };
     let body: Box<RawValue> = RawValue::from_string(body.get().to_owned()).unwrap();
     let mut out = Vec::with_capacity(512);
     g.bench_function("encode_message", |b| {

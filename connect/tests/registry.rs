@@ -322,3 +322,60 @@ fn reconnect_race_the_new_session_survives() {
     assert_eq!(alice.recv_type("ack")["status"], "delivered");
     assert_eq!(again.recv_type("message")["body"], "last");
 }
+
+#[test]
+fn presence_requests_are_answered_with_liveness() {
+    let mut stack = Stack::start(2, LONG_TTL);
+    let (g0, g1) = (stack.gw_ports[0], stack.gw_ports[1]);
+    let mut alice = Client::connect(g0, "alice");
+    let _bob = Client::connect(g1, "bob");
+    let _carol = Client::connect(g0, "carol");
+    let _carol2 = Client::connect(g1, "carol");
+    let ask = |c: &mut Client, id: &str, users: &[&str]| {
+        c.send_raw(&json!({"type":"presence","id":id,"users":users}).to_string());
+        loop {
+            let v = c.recv();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    let v = ask(&mut alice, "p1", &["bob", "carol", "nobody", "bob"]);
+    assert_eq!(v["type"], "presence", "{v}");
+    assert_eq!(v["online"], json!(["bob", "carol"]), "{v}");
+    assert_eq!(v["offline"], json!(["nobody"]), "{v}");
+    assert!(v.get("unknown").is_none(), "{v}");
+
+    // Bad requests get an error and the connection stays.
+    let v = ask(&mut alice, "p2", &[]);
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+    let v = ask(&mut alice, "p3", &["not a user"]);
+    assert_eq!(v["code"], "invalid_user", "{v}");
+
+    // A gateway dies: its users read offline within the liveness bound; carol still has a
+    // session on the live gateway.
+    stack.gateways[1].kill();
+    let killed = Instant::now();
+    loop {
+        let v = ask(&mut alice, "p4", &["bob", "carol"]);
+        if v["offline"] == json!(["bob"]) {
+            assert_eq!(v["online"], json!(["carol"]), "{v}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "bob still online: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Redis down: every user's state is unknown, in one answer.
+    stack.redis.stop();
+    let v = ask(&mut alice, "p5", &["bob", "carol"]);
+    assert_eq!(v["unknown"], json!(["bob", "carol"]), "{v}");
+    // p1, at least one p4 and p5 reached the router; p2 and p3 were refused by the gateway.
+    assert!(metric(&stack.router, "connect_router_presence_total") >= 3.0);
+}

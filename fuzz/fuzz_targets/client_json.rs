@@ -9,6 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use wire::client::{self, ClientMessage, MAX_ID_LEN};
+use wire::frame::PresenceState;
 use wire::AckStatus;
 
 const MAX_BODY: usize = 64;
@@ -31,6 +32,20 @@ fuzz_target!(|data: &[u8]| {
             out.clear();
             client::encode_ack(&mut out, id, AckStatus::Delivered, Some(text));
             serde_json::from_slice::<Value>(&out).expect("ack is JSON");
+        }
+        Ok(ClientMessage::Presence { id, users }) => {
+            assert!(!users.is_empty() && users.len() <= client::MAX_PRESENCE_USERS);
+            assert!(users.iter().all(|u| wire::valid_user_id(u)));
+            let states = [PresenceState::Online, PresenceState::Offline, PresenceState::Unknown];
+            let answers = users.iter().enumerate().map(|(i, u)| (*u, states[i % 3]));
+            client::encode_presence(&mut out, id, answers);
+            let v: Value = serde_json::from_slice(&out).expect("presence answer is JSON");
+            let listed = ["online", "offline", "unknown"]
+                .iter()
+                .filter_map(|k| v[*k].as_array())
+                .map(Vec::len)
+                .sum::<usize>();
+            assert_eq!(listed, users.len());
         }
         Err(e) => {
             client::encode_error(&mut out, e.id, e.code, &e.message);

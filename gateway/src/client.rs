@@ -84,7 +84,8 @@ impl Conn {
         self.send_text(shard, &s);
     }
 
-    fn send_error(&self, shard: &Shard, id: Option<&RawValue>, code: ErrorCode, message: &str) {
+    /// Sends an `error` reply.
+    pub fn send_error(&self, shard: &Shard, id: Option<&RawValue>, code: ErrorCode, message: &str) {
         let mut s = shard.scratch.borrow_mut();
         s.clear();
         cj::encode_error(&mut s, id, code, message);
@@ -563,6 +564,34 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
         Err(e) => return conn.send_error(shard, e.id, e.code, &e.message),
     };
     match msg {
+        ClientMessage::Presence { id, users } => {
+            let (rate, burst) = (shard.cfg.msg_rate, shard.cfg.msg_burst);
+            if !conn.bucket.borrow_mut().take(rate, burst, Instant::now()) {
+                shard.m().rate_limited.inc();
+                let msg = format!("over {rate} requests per second; slow down");
+                return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
+            }
+            let Some(link) = shard.pick_uplink(conn.uplink) else {
+                return conn.send_error(
+                    shard,
+                    Some(id),
+                    ErrorCode::Internal,
+                    "no router available",
+                );
+            };
+            let req_id = shard.peek_msg_id();
+            if link.presence(req_id, &users) {
+                let tracked = shard.track_presence(conn, id, &users, link.idx);
+                debug_assert_eq!(tracked, req_id);
+            } else {
+                conn.send_error(
+                    shard,
+                    Some(id),
+                    ErrorCode::Internal,
+                    "router link congested",
+                );
+            }
+        }
         ClientMessage::Send { id, to, body } => {
             if shard.draining.get() {
                 let why = "gateway draining; reconnect and resend";

@@ -13,7 +13,8 @@ use runtime::net::Listener;
 use runtime::rt::{self, sleep};
 use serde_json::value::RawValue;
 use socket2::Socket;
-use wire::frame::AckStatus;
+use wire::client::ErrorCode;
+use wire::frame::{AckStatus, PresenceState};
 
 use crate::client::Conn;
 use crate::config::Config;
@@ -36,6 +37,14 @@ pub struct Pending {
     link: usize,
 }
 
+/// A presence request waiting for the router's answer.
+pub struct PendingPresence {
+    conn: Weak<Conn>,
+    id: Box<RawValue>,
+    users: Vec<String>,
+    link: usize,
+}
+
 /// Everything one shard owns.
 pub struct Shard {
     pub id: u16,
@@ -50,6 +59,7 @@ pub struct Shard {
     pub handshakes: Cell<usize>,
     pub uplinks: Vec<Rc<Uplink>>,
     pending: RefCell<HashMap<u64, Pending>>,
+    presence: RefCell<HashMap<u64, PendingPresence>>,
     deadlines: RefCell<Deadlines>,
     next_msg: Cell<u64>,
     rng: Cell<u64>,
@@ -105,6 +115,67 @@ impl Shard {
         msg_id
     }
 
+    /// Records a presence request handed to a router link (ids shared with sends).
+    pub fn track_presence(
+        &self,
+        conn: &Rc<Conn>,
+        id: &RawValue,
+        users: &[&str],
+        link: usize,
+    ) -> u64 {
+        let req_id = self.next_msg.get();
+        self.next_msg.set(req_id + 1);
+        self.presence.borrow_mut().insert(
+            req_id,
+            PendingPresence {
+                conn: Rc::downgrade(conn),
+                id: id.to_owned(),
+                users: users.iter().map(|u| u.to_string()).collect(),
+                link,
+            },
+        );
+        self.deadlines
+            .borrow_mut()
+            .push(Instant::now() + self.cfg.send_timeout, req_id);
+        req_id
+    }
+
+    /// The router's answer to a presence request: one state byte per user.
+    pub fn complete_presence(&self, req_id: u64, states: &[u8]) {
+        let Some(p) = self.presence.borrow_mut().remove(&req_id) else {
+            return;
+        };
+        let Some(conn) = p.conn.upgrade() else {
+            return;
+        };
+        if states.len() != p.users.len() {
+            conn.send_error(
+                self,
+                Some(&p.id),
+                ErrorCode::Internal,
+                "malformed presence answer",
+            );
+            return;
+        }
+        let answers = p.users.iter().zip(states).map(|(u, s)| {
+            let state = PresenceState::from_u8(*s).unwrap_or(PresenceState::Unknown);
+            (u.as_str(), state)
+        });
+        let mut out = self.scratch.borrow_mut();
+        out.clear();
+        wire::client::encode_presence(&mut out, &p.id, answers);
+        conn.send_text(self, &out);
+    }
+
+    fn fail_presence(&self, req_id: u64, why: &str) {
+        let Some(p) = self.presence.borrow_mut().remove(&req_id) else {
+            return;
+        };
+        if let Some(conn) = p.conn.upgrade() {
+            conn.send_error(self, Some(&p.id), ErrorCode::Internal, why);
+        }
+    }
+
     /// The next message id that [`Shard::track`] will hand out.
     pub fn peek_msg_id(&self) -> u64 {
         self.next_msg.get()
@@ -134,6 +205,16 @@ impl Shard {
         for id in ids {
             self.complete(id, AckStatus::Failed, Some(reason));
         }
+        let ids: Vec<u64> = self
+            .presence
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.link == link)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.fail_presence(id, reason);
+        }
     }
 
     fn expire(&self, now: Instant) {
@@ -141,11 +222,9 @@ impl Shard {
             let Some(id) = self.deadlines.borrow_mut().pop_expired(now) else {
                 break;
             };
-            self.complete(
-                id,
-                AckStatus::Failed,
-                Some("timed out waiting for the router"),
-            );
+            let why = "timed out waiting for the router";
+            self.complete(id, AckStatus::Failed, Some(why));
+            self.fail_presence(id, why);
         }
     }
 
@@ -217,6 +296,7 @@ pub async fn run(
         handshakes: Cell::new(0),
         uplinks,
         pending: RefCell::new(HashMap::new()),
+        presence: RefCell::new(HashMap::new()),
         deadlines: RefCell::new(Deadlines::default()),
         next_msg: Cell::new(1),
         rng: Cell::new(runtime::clock::random_u64() | 1),

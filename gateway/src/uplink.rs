@@ -44,6 +44,16 @@ impl Uplink {
         self.outbox.borrow().is_some()
     }
 
+    /// Queues a presence request; false if the link is down or congested.
+    pub fn presence(&self, req_id: u64, users: &[&str]) -> bool {
+        match &*self.outbox.borrow() {
+            Some(o) => o
+                .push(|b| frame::encode_presence(b, req_id, users.iter().copied()))
+                .is_ok(),
+            None => false,
+        }
+    }
+
     /// Queues a send frame; false if the link is down or congested.
     pub fn send(&self, msg_id: u64, to: &str, payload: &[u8]) -> bool {
         match &*self.outbox.borrow() {
@@ -176,6 +186,7 @@ fn on_frame(shard: &Shard, link: &Uplink, f: Frame) -> Result<(), String> {
             let reason = std::str::from_utf8(&reason).ok().filter(|r| !r.is_empty());
             shard.complete(msg_id, status, reason);
         }
+        Frame::PresenceResult { req_id, states } => shard.complete_presence(req_id, &states),
         Frame::Hello {
             role: Role::Router, ..
         }

@@ -14,7 +14,7 @@ use registry::{RegistryFuture, SessionEntry};
 use runtime::io::Stream;
 use runtime::outbox::Outbox;
 use runtime::signal::Signal;
-use wire::frame::{self, AckStatus, Frame, Role};
+use wire::frame::{self, AckStatus, Frame, PresenceState, Role};
 use wire::link::LinkGuard;
 
 use crate::metrics::Metrics;
@@ -145,7 +145,7 @@ async fn process(shard: Rc<Shard>, link: Rc<Inbound>) {
     }
 }
 
-fn on_frame(shard: &Shard, link: &Inbound, greeted: &mut bool, f: Frame) -> Result<(), String> {
+fn on_frame(shard: &Rc<Shard>, link: &Inbound, greeted: &mut bool, f: Frame) -> Result<(), String> {
     match f {
         Frame::Hello { role, version, .. } if !*greeted => {
             if role != Role::Gateway || version != frame::PROTOCOL_VERSION {
@@ -183,6 +183,36 @@ fn on_frame(shard: &Shard, link: &Inbound, greeted: &mut bool, f: Frame) -> Resu
         }
         Frame::Ping { nonce } => {
             let _ = link.outbox.push(|b| frame::encode_pong(b, nonce));
+        }
+        Frame::Presence { req_id, users } => {
+            // Every lookup is queued now (one pipelined round trip for the lot); the answer
+            // goes out when the last one is back, judged against gateway liveness.
+            let lookups: Vec<_> = users.iter().map(|u| shard.registry.lookup(u)).collect();
+            let (shard, outbox) = (shard.clone(), link.outbox.clone());
+            runtime::rt::spawn(async move {
+                let mut states = Vec::with_capacity(lookups.len());
+                for lookup in lookups {
+                    let state = match lookup.await {
+                        Ok(entries) => {
+                            let live = shard.live_sessions(entries, Instant::now()).await;
+                            if live.is_empty() {
+                                PresenceState::Offline
+                            } else {
+                                PresenceState::Online
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "presence lookup failed");
+                            shard.m().lookup_errors.inc();
+                            PresenceState::Unknown
+                        }
+                    };
+                    states.push(state);
+                }
+                shard.m().presence.inc();
+                let _ = outbox.push(|b| frame::encode_presence_result(b, req_id, &states));
+            })
+            .detach();
         }
         Frame::Pong { .. } => {}
         other => return Err(format!("unexpected frame from gateway: {other:?}")),

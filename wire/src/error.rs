@@ -52,9 +52,10 @@ pub enum WireError {
         /// Offending field.
         field: &'static str,
     },
-    /// A `to` field is not a valid user id (see [`crate::user::valid_user_id`]). Gateways
-    /// validate user ids before sending, so this means a broken peer.
-    #[error("{frame} frame field `to` is not a valid user id")]
+    /// A user field (`to`, or one of a `Presence`'s users) is not a valid user id (see
+    /// [`crate::user::valid_user_id`]). Gateways validate user ids before sending, so this
+    /// means a broken peer.
+    #[error("{frame} frame has a user field that is not a valid user id")]
     InvalidUser {
         /// Frame type name.
         frame: &'static str,
@@ -62,6 +63,9 @@ pub enum WireError {
     /// An `Ack` frame carries a status byte this version does not know.
     #[error("unknown ack status {0}")]
     UnknownAckStatus(u8),
+    /// A `PresenceResult` frame carries a state byte this version does not know.
+    #[error("unknown presence state {0}")]
+    UnknownPresenceState(u8),
     /// A `Hello` frame carries a role byte this version does not know.
     #[error("unknown role {0}")]
     UnknownRole(u8),

@@ -26,7 +26,9 @@ fn err(text: &str) -> (Option<String>, ErrorCode) {
 #[test]
 fn parses_send() {
     let text = r#"{"type":"send","id":"c-1","to":"bob@x.io","body":{"text":"hi","n":[1,2.5e3]}}"#;
-    let ClientMessage::Send { id, to, body } = parse_client(text, MAX).unwrap();
+    let ClientMessage::Send { id, to, body } = parse_client(text, MAX).unwrap() else {
+        panic!("not a send")
+    };
     assert_eq!(id.get(), r#""c-1""#);
     assert_eq!(to, "bob@x.io");
     assert_eq!(body.get(), r#"{"text":"hi","n":[1,2.5e3]}"#);
@@ -38,13 +40,17 @@ fn body_preserved_byte_for_byte() {
     let body = r#"{ "b" :1.000e+02 ,"a":"\u00e9\n\"", "z":[ true,null ,{}] }"#;
     let text =
         format!(r#"  {{ "body" : {body} , "to":"bob", "id" : 17, "type":"send", "extra":[1] }}  "#);
-    let ClientMessage::Send { id, body: got, .. } = parse_client(&text, MAX).unwrap();
+    let ClientMessage::Send { id, body: got, .. } = parse_client(&text, MAX).unwrap() else {
+        panic!("not a send")
+    };
     assert_eq!(got.get(), body);
     assert_eq!(id.get(), "17");
 
     for body in ["null", "0", "\"s\"", "[]", "-1.5", "true"] {
         let text = format!(r#"{{"type":"send","id":1,"to":"bob","body":{body}}}"#);
-        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap() else {
+            panic!("not a send")
+        };
         assert_eq!(got.get(), body);
     }
 }
@@ -53,7 +59,9 @@ fn body_preserved_byte_for_byte() {
 fn numeric_and_string_ids() {
     for id in ["0", "-3", "1.5e10", r#""""#, r#""a\"b""#] {
         let text = format!(r#"{{"type":"send","id":{id},"to":"bob","body":1}}"#);
-        let ClientMessage::Send { id: got, .. } = parse_client(&text, MAX).unwrap();
+        let ClientMessage::Send { id: got, .. } = parse_client(&text, MAX).unwrap() else {
+            panic!("not a send")
+        };
         assert_eq!(got.get(), id);
     }
 }
@@ -269,7 +277,9 @@ fn error_round_trip() {
 fn message_round_trip_preserves_body() {
     let body_text = r#"{"k": [1, 2.50, "\u00e9"],  "n":null}"#;
     let text = format!(r#"{{"type":"send","id":1,"to":"bob","body":{body_text}}}"#);
-    let ClientMessage::Send { body, .. } = parse_client(&text, MAX).unwrap();
+    let ClientMessage::Send { body, .. } = parse_client(&text, MAX).unwrap() else {
+        panic!("not a send")
+    };
     let mut out = b"prefix".to_vec(); // encoders append
     encode_message(&mut out, "srv-\"1\"", "alice@x", body, 1_700_000_000_123);
     assert!(out.starts_with(b"prefix"));
@@ -284,7 +294,9 @@ fn message_round_trip_preserves_body() {
     assert_eq!(v["body"]["k"][2], "é");
     // And a client parses the gateway's own output as a message it could forward.
     let fwd = format!(r#"{{"type":"send","id":2,"to":"carol","body":{s}}}"#);
-    let ClientMessage::Send { body, .. } = parse_client(&fwd, MAX).unwrap();
+    let ClientMessage::Send { body, .. } = parse_client(&fwd, MAX).unwrap() else {
+        panic!("not a send")
+    };
     assert_eq!(body.get(), s);
 }
 
@@ -311,7 +323,9 @@ fn unpaired_surrogate_escapes_refused() {
         r#""\\ud800""#,
     ] {
         let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
-        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap() else {
+            panic!("not a send")
+        };
         assert_eq!(got.get(), body);
         let _: Value = serde_json::from_str(got.get()).unwrap();
     }
@@ -340,7 +354,9 @@ fn numbers_outside_f64_refused() {
         r#"{"n":123456789012345678901234567890}"#,
     ] {
         let text = format!(r#"{{"type":"send","id":7,"to":"bob","body":{body}}}"#);
-        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap() else {
+            panic!("not a send")
+        };
         let _: Value = serde_json::from_str(got.get()).unwrap();
     }
 }
@@ -375,10 +391,85 @@ fn deeply_nested_bodies_refused() {
         format!(r#"["[[[[{{{{\"]]]]",{}]"#, nest(MAX_BODY_DEPTH - 1)),
     ] {
         let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
-        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap();
+        let ClientMessage::Send { body: got, .. } = parse_client(&text, MAX).unwrap() else {
+            panic!("not a send")
+        };
         let mut out = Vec::new();
         encode_message(&mut out, "s-1", "alice", got, 1);
         let v = json(&out);
         assert!(v["body"].is_array() || v["body"].is_object());
     }
+}
+
+#[test]
+fn presence_requests() {
+    let text = r#"{"type":"presence","id":"p1","users":["alice","bob@x.io","alice"]}"#;
+    let ClientMessage::Presence { id, users } = parse_client(text, MAX).unwrap() else {
+        panic!("not a presence request")
+    };
+    assert_eq!(id.get(), r#""p1""#);
+    assert_eq!(
+        users,
+        vec!["alice", "bob@x.io"],
+        "duplicates dropped, order kept"
+    );
+    let many: Vec<String> = (0..=MAX_PRESENCE_USERS)
+        .map(|i| format!("\"u{i}\""))
+        .collect();
+    let too_many = format!(
+        r#"{{"type":"presence","id":1,"users":[{}]}}"#,
+        many.join(",")
+    );
+    for (text, code) in [
+        (r#"{"type":"presence","id":1}"#, ErrorCode::BadRequest),
+        (
+            r#"{"type":"presence","id":1,"users":[]}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"presence","id":1,"users":"alice"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"presence","id":1,"users":[1,2]}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"presence","id":1,"users":["\u0061"]}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"presence","id":1,"users":["a b"]}"#,
+            ErrorCode::InvalidUser,
+        ),
+        (&too_many, ErrorCode::BadRequest),
+    ] {
+        assert_eq!(err(text), (Some("1".to_owned()), code), "{text}");
+    }
+    assert_eq!(
+        err(r#"{"type":"presence","users":["a"]}"#),
+        (None, ErrorCode::BadRequest)
+    );
+}
+
+#[test]
+fn presence_answer_round_trip() {
+    use wire::frame::PresenceState::*;
+    let mut out = Vec::new();
+    let answers = [("alice", Online), ("bob", Offline), ("c\"d", Online)];
+    encode_presence(&mut out, &raw(r#""p1""#), answers.iter().copied());
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"type":"presence","id":"p1","online":["alice","c\"d"],"offline":["bob"]})
+    );
+    out.clear();
+    encode_presence(
+        &mut out,
+        &raw("7"),
+        [("x", Unknown), ("y", Offline)].into_iter(),
+    );
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"type":"presence","id":7,"online":[],"offline":["y"],"unknown":["x"]})
+    );
 }

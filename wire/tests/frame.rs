@@ -115,7 +115,86 @@ fn samples() -> Vec<(BytesMut, Frame)> {
     let mut buf = BytesMut::new();
     encode_proof(&mut buf, &[7; 32]);
     out.push((buf, Frame::Proof { mac: [7; 32] }));
+    let users = ["alice", "bob@example.com", "c"];
+    let mut buf = BytesMut::new();
+    encode_presence(&mut buf, 77, users.iter().copied());
+    out.push((
+        buf,
+        Frame::Presence {
+            req_id: 77,
+            users: UserList::from_users(&users),
+        },
+    ));
+    let mut buf = BytesMut::new();
+    encode_presence(&mut buf, 78, std::iter::empty());
+    out.push((
+        buf,
+        Frame::Presence {
+            req_id: 78,
+            users: UserList::from_users(&[]),
+        },
+    ));
+    let mut buf = BytesMut::new();
+    let states = [
+        PresenceState::Online,
+        PresenceState::Offline,
+        PresenceState::Unknown,
+    ];
+    encode_presence_result(&mut buf, 77, &states);
+    out.push((
+        buf,
+        Frame::PresenceResult {
+            req_id: 77,
+            states: Bytes::from_static(&[1, 0, 2]),
+        },
+    ));
     out
+}
+
+#[test]
+fn presence_frames() {
+    let mut buf = BytesMut::new();
+    encode_presence(&mut buf, 1, ["alice", "bob"].into_iter());
+    let Some(Frame::Presence { users, .. }) = decode(&mut buf, MAX).unwrap() else {
+        panic!("not a presence");
+    };
+    assert_eq!(users.len(), 2);
+    assert_eq!(users.iter().collect::<Vec<_>>(), vec!["alice", "bob"]);
+    // A user that is not a valid id, a count past the end, trailing bytes, a bad state.
+    let mut bad = BytesMut::new();
+    encode_presence(&mut bad, 1, ["alice", "b{b}"].into_iter());
+    assert!(matches!(
+        decode(&mut bad, MAX),
+        Err(WireError::InvalidUser { .. })
+    ));
+    let mut body = vec![0u8; 8];
+    body.extend_from_slice(&3u16.to_be_bytes());
+    body.extend_from_slice(&[0, 1, b'a']);
+    assert!(matches!(
+        decode(&mut raw(0x0b, &body), MAX),
+        Err(WireError::Truncated { .. })
+    ));
+    let mut body = vec![0u8; 8];
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.extend_from_slice(&[0, 1, b'a', 9]);
+    assert!(matches!(
+        decode(&mut raw(0x0b, &body), MAX),
+        Err(WireError::TrailingBytes { .. })
+    ));
+    let mut body = vec![0u8; 8];
+    body.extend_from_slice(&2u16.to_be_bytes());
+    body.extend_from_slice(&[1, 3]);
+    assert_eq!(
+        decode(&mut raw(0x0c, &body), MAX),
+        Err(WireError::UnknownPresenceState(3))
+    );
+    let mut body = vec![0u8; 8];
+    body.extend_from_slice(&5u16.to_be_bytes());
+    body.extend_from_slice(&[1, 0]);
+    assert!(matches!(
+        decode(&mut raw(0x0c, &body), MAX),
+        Err(WireError::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -269,7 +348,7 @@ mod frame_type {
 
 #[test]
 fn garbage_types_rejected() {
-    for t in [0u8, 0x0b, 0x7f, 0xff] {
+    for t in [0u8, 0x0d, 0x7f, 0xff] {
         let mut buf = raw(t, &[0; 8]);
         assert_eq!(decode(&mut buf, MAX), Err(WireError::UnknownFrameType(t)));
     }

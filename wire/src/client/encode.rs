@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use super::ErrorCode;
-use crate::frame::AckStatus;
+use crate::frame::{AckStatus, PresenceState};
 use crate::json::{str_len_hint, write_str, write_u64};
 
 /// Appends `{"type":"welcome","user":U,"session":S,"gateway":G}`.
@@ -61,5 +61,36 @@ pub fn encode_message(out: &mut Vec<u8>, server_id: &str, from: &str, body: &Raw
     out.extend_from_slice(body.get().as_bytes());
     out.extend_from_slice(br#","ts":"#);
     write_u64(out, ts_ms);
+    out.push(b'}');
+}
+
+/// Appends `{"type":"presence","id":ID,"online":[...],"offline":[...]}`, with
+/// `,"unknown":[...]` before the `}` when some user's state is unknown.
+pub fn encode_presence<'a>(
+    out: &mut Vec<u8>,
+    id: &RawValue,
+    answers: impl Iterator<Item = (&'a str, PresenceState)> + Clone,
+) {
+    let names: usize = answers.clone().map(|(u, _)| str_len_hint(u) + 1).sum();
+    out.reserve(64 + id.get().len() + names);
+    out.extend_from_slice(br#"{"type":"presence","id":"#);
+    out.extend_from_slice(id.get().as_bytes());
+    let list = |out: &mut Vec<u8>, key: &[u8], state: PresenceState| {
+        out.extend_from_slice(key);
+        let mut first = true;
+        for (u, _) in answers.clone().filter(|(_, s)| *s == state) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(out, u);
+        }
+        out.push(b']');
+    };
+    list(out, br#","online":["#, PresenceState::Online);
+    list(out, br#","offline":["#, PresenceState::Offline);
+    if answers.clone().any(|(_, s)| s == PresenceState::Unknown) {
+        list(out, br#","unknown":["#, PresenceState::Unknown);
+    }
     out.push(b'}');
 }

@@ -2,10 +2,11 @@
 //!
 //! # Messages
 //!
-//! Client to gateway (the only kind):
+//! Client to gateway:
 //!
 //! ```text
 //! {"type":"send","id":CLIENT_ID,"to":USER,"body":ANY_JSON}
+//! {"type":"presence","id":CLIENT_ID,"users":[USER,...]}
 //! ```
 //!
 //! `CLIENT_ID` is a JSON string or number of at most [`MAX_ID_LEN`] bytes of raw JSON text; the
@@ -22,7 +23,12 @@
 //! {"type":"ack","id":CLIENT_ID,"status":"delivered"|"offline"|"failed"[,"reason":R]}
 //! {"type":"error","id":CLIENT_ID|null,"code":CODE,"message":M}
 //! {"type":"message","id":SERVER_ID,"from":U,"body":BODY,"ts":UNIX_MILLIS}
+//! {"type":"presence","id":CLIENT_ID,"online":[U,...],"offline":[U,...][,"unknown":[U,...]]}
 //! ```
+//!
+//! A `presence` request names 1 to [`MAX_PRESENCE_USERS`] users; the answer puts each (once)
+//! in `online` (a live session somewhere), `offline`, or `unknown` (the registry could not be
+//! read; present only when not empty).
 //!
 //! `CODE` is one of [`ErrorCode::as_str`]. Errors on a well-formed connection are answered,
 //! not fatal: the gateway sends the `error` and keeps the session.
@@ -30,7 +36,8 @@
 //! # Layout
 //!
 //! * `parse`: [`parse_client`].
-//! * `encode`: [`encode_welcome`], [`encode_ack`], [`encode_error`], [`encode_message`].
+//! * `encode`: [`encode_welcome`], [`encode_ack`], [`encode_error`], [`encode_message`],
+//!   [`encode_presence`].
 
 mod encode;
 mod parse;
@@ -39,7 +46,7 @@ use std::fmt;
 
 use serde_json::value::RawValue;
 
-pub use encode::{encode_ack, encode_error, encode_message, encode_welcome};
+pub use encode::{encode_ack, encode_error, encode_message, encode_presence, encode_welcome};
 pub use parse::parse_client;
 
 /// Default limit on a `send`'s `body`, in bytes of raw JSON text: 64 KiB.
@@ -47,6 +54,10 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
 /// Longest client `id`, in bytes of raw JSON text (quotes included for strings).
 pub const MAX_ID_LEN: usize = 128;
+
+/// Most users one `presence` request may name: a contact list screen, not a directory dump
+/// (each costs the router one registry lookup).
+pub const MAX_PRESENCE_USERS: usize = 256;
 
 /// Deepest nesting of arrays and objects accepted in a `send`'s `body`. Deeper bodies are valid
 /// JSON, but recursive parsers refuse them (serde_json's `Value` stops at 128 levels, the
@@ -58,7 +69,7 @@ pub const MAX_BODY_DEPTH: usize = 64;
 pub const MAX_ENVELOPE_OVERHEAD: usize = 4 * 1024;
 
 /// A parsed client message, borrowing from the text frame.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum ClientMessage<'a> {
     /// `{"type":"send",...}`: deliver `body` to every session of `to`.
     Send {
@@ -68,6 +79,13 @@ pub enum ClientMessage<'a> {
         to: &'a str,
         /// The body, exactly as the client wrote it.
         body: &'a RawValue,
+    },
+    /// `{"type":"presence",...}`: which of `users` are online.
+    Presence {
+        /// The client's id for this request, echoed in the answer.
+        id: &'a RawValue,
+        /// 1 to [`MAX_PRESENCE_USERS`] distinct valid user ids, in request order.
+        users: Vec<&'a str>,
     },
 }
 

@@ -5,6 +5,7 @@ use serde_json::value::RawValue;
 
 use super::{
     ClientError, ClientMessage, ErrorCode, MAX_BODY_DEPTH, MAX_ENVELOPE_OVERHEAD, MAX_ID_LEN,
+    MAX_PRESENCE_USERS,
 };
 use crate::user::valid_user_id;
 
@@ -22,6 +23,8 @@ struct Envelope<'a> {
     to: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     body: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    users: Option<&'a RawValue>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -84,11 +87,11 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
             "field `type` must be a string",
         ));
     };
-    if ty != "send" {
+    if ty != "send" && ty != "presence" {
         return Err(ClientError::new(
             id,
             ErrorCode::UnknownType,
-            "unknown message type (expected \"send\")",
+            "unknown message type (expected \"send\" or \"presence\")",
         ));
     }
 
@@ -106,6 +109,10 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
             format!("field `id` must be a string or number of at most {MAX_ID_LEN} bytes"),
         ));
     };
+
+    if ty == "presence" {
+        return parse_presence(id, env.users);
+    }
 
     let Some(to) = env.to else {
         return Err(ClientError::new(
@@ -178,6 +185,49 @@ pub fn parse_client(text: &str, max_body: usize) -> Result<ClientMessage<'_>, Cl
         ));
     }
     Ok(ClientMessage::Send { id, to, body })
+}
+
+/// The rest of a `presence` request: `users`, an array of 1 to [`MAX_PRESENCE_USERS`] valid
+/// user ids written without escapes; duplicates are dropped, first occurrence kept.
+fn parse_presence<'a>(
+    id: &'a RawValue,
+    users: Option<&'a RawValue>,
+) -> Result<ClientMessage<'a>, ClientError<'a>> {
+    let Some(users) = users else {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadRequest,
+            "missing field `users`",
+        ));
+    };
+    let list: Vec<&'a str> = serde_json::from_str(users.get()).map_err(|_| {
+        ClientError::new(
+            Some(id),
+            ErrorCode::BadRequest,
+            "field `users` must be an array of user ids written without escape sequences",
+        )
+    })?;
+    if list.is_empty() || list.len() > MAX_PRESENCE_USERS {
+        return Err(ClientError::new(
+            Some(id),
+            ErrorCode::BadRequest,
+            format!("field `users` must hold 1 to {MAX_PRESENCE_USERS} user ids"),
+        ));
+    }
+    let mut out: Vec<&'a str> = Vec::with_capacity(list.len());
+    for u in list {
+        if !valid_user_id(u) {
+            return Err(ClientError::new(
+                Some(id),
+                ErrorCode::InvalidUser,
+                "every user id must be 1 to 128 characters of [A-Za-z0-9._@+:-]",
+            ));
+        }
+        if !out.contains(&u) {
+            out.push(u);
+        }
+    }
+    Ok(ClientMessage::Presence { id, users: out })
 }
 
 /// A client id is a JSON string or number of at most [`MAX_ID_LEN`] bytes of raw text.

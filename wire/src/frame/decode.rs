@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{ty, AckStatus, Frame, Role, SessionIds};
+use super::{ty, AckStatus, Frame, PresenceState, Role, SessionIds, UserList};
 use crate::error::WireError;
 use crate::user::valid_user_id;
 
@@ -137,6 +137,37 @@ fn parse_body(frame_type: u8, bytes: Bytes) -> Result<Frame, WireError> {
             Body::new("Goaway", bytes).finish()?;
             Frame::Goaway
         }
+        ty::PRESENCE => {
+            let mut r = Body::new("Presence", bytes);
+            let req_id = r.u64("req_id")?;
+            let count = r.u16("count")?;
+            let packed = r.bytes.clone();
+            let mut used = 0;
+            for _ in 0..count {
+                let before = r.bytes.len();
+                r.user_field("users")?;
+                used += before - r.bytes.len();
+            }
+            r.finish()?;
+            Frame::Presence {
+                req_id,
+                users: UserList::from_packed(count, packed.slice(..used)),
+            }
+        }
+        ty::PRESENCE_RESULT => {
+            let mut r = Body::new("PresenceResult", bytes);
+            let req_id = r.u64("req_id")?;
+            let count = r.u16("count")? as usize;
+            let states = r.take(count, "states")?;
+            r.finish()?;
+            if let Some(&bad) = states
+                .iter()
+                .find(|b| PresenceState::from_u8(**b).is_none())
+            {
+                return Err(WireError::UnknownPresenceState(bad));
+            }
+            Frame::PresenceResult { req_id, states }
+        }
         other => return Err(WireError::UnknownFrameType(other)),
     };
     Ok(frame)
@@ -218,7 +249,12 @@ impl Body {
 
     /// The `to` field: a str16 that must be a valid user id.
     fn user(&mut self) -> Result<Bytes, WireError> {
-        let bytes = self.str16("to")?;
+        self.user_field("to")
+    }
+
+    /// A str16 that must be a valid user id.
+    fn user_field(&mut self, field: &'static str) -> Result<Bytes, WireError> {
+        let bytes = self.str16(field)?;
         match std::str::from_utf8(&bytes) {
             Ok(s) if valid_user_id(s) => Ok(bytes),
             _ => Err(WireError::InvalidUser { frame: self.frame }),

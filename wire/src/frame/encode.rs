@@ -12,7 +12,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{ty, AckStatus, Role, HEADER_LEN};
+use super::{ty, AckStatus, PresenceState, Role, HEADER_LEN};
 
 /// Appends a `Hello` frame.
 pub fn encode_hello(buf: &mut BytesMut, version: u16, role: Role, instance: &str, shard: u16) {
@@ -88,6 +88,37 @@ pub fn encode_challenge(buf: &mut BytesMut, nonce: u64) {
 pub fn encode_proof(buf: &mut BytesMut, mac: &[u8; 32]) {
     header(buf, ty::PROOF, 32);
     buf.put_slice(mac);
+}
+
+/// Appends a `Presence` frame. At most `u16::MAX` users (callers cap far lower).
+pub fn encode_presence<'a>(
+    buf: &mut BytesMut,
+    req_id: u64,
+    users: impl Iterator<Item = &'a str> + Clone,
+) {
+    let (count, bytes) = users
+        .clone()
+        .take(u16::MAX as usize)
+        .fold((0usize, 0usize), |(c, b), u| {
+            (c + 1, b + 2 + clamp16(u).len())
+        });
+    header(buf, ty::PRESENCE, 8 + 2 + bytes);
+    buf.put_u64(req_id);
+    buf.put_u16(count as u16);
+    for u in users.take(count) {
+        put_str16(buf, clamp16(u));
+    }
+}
+
+/// Appends a `PresenceResult` frame, one state per user of the request.
+pub fn encode_presence_result(buf: &mut BytesMut, req_id: u64, states: &[PresenceState]) {
+    let states = &states[..states.len().min(u16::MAX as usize)];
+    header(buf, ty::PRESENCE_RESULT, 8 + 2 + states.len());
+    buf.put_u64(req_id);
+    buf.put_u16(states.len() as u16);
+    for s in states {
+        buf.put_u8(*s as u8);
+    }
 }
 
 /// Appends a `Goaway` frame.

@@ -25,9 +25,12 @@
 //! 0x08  Goaway         (empty)         router -> gateway: draining, send elsewhere
 //! 0x09  Challenge      nonce:u64       both ways after Hello when a link secret is set
 //! 0x0a  Proof          mac:32 bytes    HMAC-SHA256 answer to the peer's Challenge
+//! 0x0b  Presence       req_id:u64 | count:u16 | count x user:str16     gateway -> router
+//! 0x0c  PresenceResult req_id:u64 | count:u16 | count x state:u8        router -> gateway
 //!
 //! role:   1 = gateway, 2 = router
 //! status: 0 = delivered, 1 = offline, 2 = failed
+//! state:  0 = offline, 1 = online, 2 = unknown (the registry could not be read)
 //! ```
 //!
 //! Every field must be consumed exactly: a frame whose inner lengths overrun it, or that has
@@ -40,7 +43,9 @@
 //! Both ends send `Hello` first (`version` = [`PROTOCOL_VERSION`]). A gateway sends `Send` for
 //! each client message and gets exactly one `Ack` per `msg_id`. A router sends `Deliver` to the
 //! gateway shard holding the sessions and gets one `DeliverResult` per `fwd_id`. Either side may
-//! send `Ping`; the other answers `Pong` with the same nonce.
+//! send `Ping`; the other answers `Pong` with the same nonce. A gateway asks which users are
+//! online with `Presence` and gets one `PresenceResult` per `req_id`, one state per user in
+//! the request's order; every user in a `Presence` must be a valid user id.
 
 mod decode;
 mod encode;
@@ -50,7 +55,8 @@ use bytes::Bytes;
 pub use decode::decode;
 pub use encode::{
     encode_ack, encode_challenge, encode_deliver, encode_deliver_result, encode_goaway,
-    encode_hello, encode_ping, encode_pong, encode_proof, encode_send,
+    encode_hello, encode_ping, encode_pong, encode_presence, encode_presence_result, encode_proof,
+    encode_send,
 };
 
 /// Link protocol version sent in `Hello`.
@@ -75,6 +81,8 @@ pub(crate) mod ty {
     pub const GOAWAY: u8 = 0x08;
     pub const CHALLENGE: u8 = 0x09;
     pub const PROOF: u8 = 0x0a;
+    pub const PRESENCE: u8 = 0x0b;
+    pub const PRESENCE_RESULT: u8 = 0x0c;
 }
 
 /// Which end of a link a peer is.
@@ -205,6 +213,89 @@ pub enum Frame {
     /// router -> gateway: this router is draining; send nothing new on this link (acks for
     /// what was sent still come), use another router.
     Goaway,
+    /// gateway -> router: which of these users have a live session?
+    Presence {
+        /// Gateway-chosen id, echoed in the `PresenceResult`.
+        req_id: u64,
+        /// The users asked about (each a valid user id).
+        users: UserList,
+    },
+    /// router -> gateway: the answer to a `Presence`, one state per user in its order.
+    PresenceResult {
+        /// The `Presence`'s `req_id`.
+        req_id: u64,
+        /// One [`PresenceState`] byte per user (validated).
+        states: Bytes,
+    },
+}
+
+/// A user's presence as a router answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PresenceState {
+    /// No live session.
+    Offline = 0,
+    /// At least one live session.
+    Online = 1,
+    /// The registry could not be read.
+    Unknown = 2,
+}
+
+impl PresenceState {
+    /// From its wire byte.
+    pub fn from_u8(b: u8) -> Option<PresenceState> {
+        match b {
+            0 => Some(PresenceState::Offline),
+            1 => Some(PresenceState::Online),
+            2 => Some(PresenceState::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// The users of a `Presence` frame: a zero-copy view of `count x str16`, each a valid user id
+/// (checked by the decoder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserList {
+    count: u16,
+    packed: Bytes,
+}
+
+impl UserList {
+    pub(crate) fn from_packed(count: u16, packed: Bytes) -> UserList {
+        UserList { count, packed }
+    }
+
+    /// Packs `users` (copying); handy for building expected frames in tests.
+    pub fn from_users(users: &[&str]) -> UserList {
+        let mut packed = Vec::new();
+        for u in users {
+            packed.extend_from_slice(&(u.len() as u16).to_be_bytes());
+            packed.extend_from_slice(u.as_bytes());
+        }
+        UserList::from_packed(users.len() as u16, Bytes::from(packed))
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The user ids, in frame order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut rest: &[u8] = &self.packed;
+        (0..self.count).map_while(move |_| {
+            let n = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+            let user = std::str::from_utf8(rest.get(2..2 + n)?).ok()?;
+            rest = &rest[2 + n..];
+            Some(user)
+        })
+    }
 }
 
 /// Packed big-endian u64 session ids: a zero-copy view into a `Deliver` frame.
