@@ -373,7 +373,7 @@ async fn read_loop(shared: &Shared, stream: &RefCell<Stream>, resp3: bool) -> Er
     loop {
         // One latency sample (a clock read) per [`LATENCY_SAMPLE_EVERY`] socket reads: the
         // oldest request the read answers. Not per reply.
-        let mut sample = reads % LATENCY_SAMPLE_EVERY == 0;
+        let mut sample = reads.is_multiple_of(LATENCY_SAMPLE_EVERY);
         reads = reads.wrapping_add(1);
         let mut answered = false;
         loop {
