@@ -64,6 +64,21 @@ fn reencode(f: &Frame, out: &mut BytesMut) {
         Frame::Goaway => frame::encode_goaway(out),
         Frame::Challenge { nonce } => frame::encode_challenge(out, *nonce),
         Frame::Proof { mac } => frame::encode_proof(out, mac),
+        Frame::Presence { req_id, users } => {
+            let list: Vec<&str> = users.iter().collect();
+            assert_eq!(list.len(), users.len(), "user list view lost users");
+            assert!(list.iter().all(|u| wire::valid_user_id(u)));
+            frame::encode_presence(out, *req_id, list.into_iter())
+        }
+        Frame::PresenceResult { req_id, states } => {
+            let states: Vec<frame::PresenceState> = states
+                .iter()
+                .map(|b| {
+                    frame::PresenceState::from_u8(*b).expect("decoder let a bad state through")
+                })
+                .collect();
+            frame::encode_presence_result(out, *req_id, &states)
+        }
     }
 }
 
