@@ -216,7 +216,7 @@ impl Decoder {
     /// `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, Error> {
         if self.scanner.is_idle() {
-            if let Some(reply) = fast(buf, self.limits.max_reply_bytes) {
+            if let Some(reply) = fast(buf, &self.limits) {
                 return Ok(Some(reply));
             }
         }
@@ -237,14 +237,16 @@ impl Decoder {
 /// read.
 const FAST_LINE: usize = 64;
 
-/// The common single-value replies (`+status`, `-error`, `:int`, `$bulk`, nil) when complete in
-/// `buf`, decoded and consumed directly, without the general scan and build. `None` (nothing
+/// The common replies (`+status`, `-error`, `:int`, `$bulk`, nil, and short flat arrays of
+/// those) when complete in `buf`, decoded and consumed directly, without the general scan and
+/// build. `None` (nothing
 /// consumed) for everything else, including every malformed or over-limit reply: the general
 /// path then reports it, so both paths accept exactly the same replies.
 #[inline]
-fn fast(buf: &mut BytesMut, max_reply_bytes: usize) -> Option<Reply> {
+fn fast(buf: &mut BytesMut, limits: &Limits) -> Option<Reply> {
+    let max_reply_bytes = limits.max_reply_bytes;
     let kind = *buf.first()?;
-    if !matches!(kind, b'+' | b'-' | b':' | b'$') {
+    if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
         return None;
     }
     let window = &buf[..buf.len().min(FAST_LINE)];
@@ -277,6 +279,22 @@ fn fast(buf: &mut BytesMut, max_reply_bytes: usize) -> Option<Reply> {
             buf.advance(2);
             Reply::Bulk(value)
         }
+        b'*' => {
+            let n = parse_int(line).ok()?;
+            if n == -1 {
+                buf.advance(head);
+                return Some(Reply::Nil);
+            }
+            let n = usize::try_from(n).ok()?;
+            if n == 0 {
+                buf.advance(head);
+                return Some(Reply::Array(Vec::new()));
+            }
+            if n > FAST_ARRAY || n > limits.max_array_len || limits.max_depth == 0 {
+                return None;
+            }
+            fast_array(buf, head, n, max_reply_bytes)?
+        }
         b'+' if line == b"OK" => {
             buf.advance(head);
             return Some(Reply::Simple(Bytes::from_static(b"OK")));
@@ -296,6 +314,73 @@ fn fast(buf: &mut BytesMut, max_reply_bytes: usize) -> Option<Reply> {
         }
     };
     Some(reply)
+}
+
+/// Most elements of an array [`fast`] decodes (e.g. a registry lookup's `ZRANGE` reply); longer
+/// arrays take the general path.
+const FAST_ARRAY: usize = 16;
+
+/// One element of a flat array, located by [`fast_array`].
+#[derive(Clone, Copy)]
+enum FastItem {
+    Nil,
+    Int(i64),
+    Bulk(usize, usize),
+    Simple(usize, usize),
+}
+
+/// The rest of [`fast`] for `*n` (header of `head` bytes, `0 < n <= FAST_ARRAY`): an array of
+/// `$` / `:` / `+` elements, all complete in `buf`, located first and then split off the buffer
+/// once. `None` (nothing consumed) for anything else.
+fn fast_array(buf: &mut BytesMut, head: usize, n: usize, max_reply_bytes: usize) -> Option<Reply> {
+    let mut items = [FastItem::Nil; FAST_ARRAY];
+    let mut pos = head;
+    for item in &mut items[..n] {
+        let kind = *buf.get(pos)?;
+        let window = &buf[..buf.len().min(pos + FAST_LINE)];
+        let line_end = find_crlf(window, pos + 1)?;
+        let line = &buf[pos + 1..line_end];
+        let next = line_end + 2;
+        *item = match kind {
+            b'$' => match parse_int(line).ok()? {
+                -1 => {
+                    pos = next;
+                    FastItem::Nil
+                }
+                len => {
+                    let end = next.checked_add(usize::try_from(len).ok()?)?;
+                    if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
+                        return None;
+                    }
+                    pos = end + 2;
+                    FastItem::Bulk(next, end)
+                }
+            },
+            b':' => {
+                pos = next;
+                FastItem::Int(parse_int(line).ok()?)
+            }
+            b'+' => {
+                pos = next;
+                FastItem::Simple(line_end - line.len(), line_end)
+            }
+            _ => return None,
+        };
+        if pos > max_reply_bytes {
+            return None;
+        }
+    }
+    let all = buf.split_to(pos).freeze();
+    let replies = items[..n]
+        .iter()
+        .map(|item| match *item {
+            FastItem::Nil => Reply::Nil,
+            FastItem::Int(i) => Reply::Int(i),
+            FastItem::Bulk(start, end) => Reply::Bulk(all.slice(start..end)),
+            FastItem::Simple(start, end) => Reply::Simple(all.slice(start..end)),
+        })
+        .collect();
+    Some(Reply::Array(replies))
 }
 
 /// The replies that keep no bytes (integers, `+OK`, nil, empty arrays), read in place: no
@@ -664,6 +749,61 @@ mod tests {
             .with_resp3(true)
             .decode(&mut buf);
         assert!(matches!(r, Err(Error::Protocol(m)) if m.starts_with("array length")));
+    }
+
+    /// Replies decoded whole (the direct path where it applies) and byte by byte (always the
+    /// general scan) are the same, errors included.
+    #[test]
+    fn direct_and_general_paths_agree() {
+        let cases: &[&[u8]] = &[
+            b"*3\r\n$5\r\nhello\r\n:-12\r\n+ok go\r\n",
+            b"*2\r\n$-1\r\n$0\r\n\r\n",
+            b"*1\r\n+\r\n",
+            b"*-01\r\n*-0\r\n*00\r\n$-1\r\n",
+            b"*2\r\n-ERR x\r\n:1\r\n",
+            b"*1\r\n*1\r\n:1\r\n",
+            b"*17\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n",
+            b"*2\r\n$3\r\nabcd\r\n",
+            b"*2\r\n$-2\r\n:1\r\n",
+            b"*1\r\n:1x\r\n",
+            b"$3\r\nabcX\r\n",
+            b"+a\rb\r\n-\xff\r\n",
+            b"*3\r\n$100\r\n",
+        ];
+        for max in [16, 40, 1 << 20] {
+            for &wire in cases {
+                let run = |bytewise: bool| {
+                    let mut dec = Decoder::new(max, 8);
+                    let mut buf = BytesMut::new();
+                    let mut got = Vec::new();
+                    let chunks: Vec<&[u8]> = if bytewise {
+                        wire.chunks(1).collect()
+                    } else {
+                        vec![wire]
+                    };
+                    for chunk in chunks {
+                        buf.extend_from_slice(chunk);
+                        loop {
+                            match dec.decode(&mut buf) {
+                                Ok(Some(r)) => got.push(Ok(r)),
+                                Ok(None) => break,
+                                Err(_) => {
+                                    got.push(Err(()));
+                                    return (got, None);
+                                }
+                            }
+                        }
+                    }
+                    (got, Some(buf.len()))
+                };
+                assert_eq!(
+                    run(false),
+                    run(true),
+                    "max {max}: {:?}",
+                    String::from_utf8_lossy(wire)
+                );
+            }
+        }
     }
 
     #[test]
