@@ -378,6 +378,29 @@ mod tests {
     }
 
     #[test]
+    fn socketio_protocol_and_processes_parse() {
+        let a = parse(&[
+            "--url",
+            "ws://h/socket.io/?EIO=4&transport=websocket",
+            "--secret",
+            "s",
+            "--clients",
+            "12",
+            "--protocol",
+            "socketio",
+            "--processes",
+            "3",
+        ]);
+        let c = a.validate(20_000).unwrap();
+        assert_eq!(c.dialect, Dialect::Socketio);
+        assert_eq!(c.processes, 3);
+        assert_eq!(c.offset, 0);
+        // A checked configuration crosses to a worker as JSON.
+        let back: LoadConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
     fn devices_need_whole_pairs() {
         let a = parse(&[
             "--url",

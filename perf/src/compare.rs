@@ -233,11 +233,7 @@ pub fn run(args: &CompareArgs, fd_limit: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
+use crate::report::loadavg;
 
 /// One load run's schedule.
 struct Phase {

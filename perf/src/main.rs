@@ -9,8 +9,16 @@
 //!
 //! ```text
 //! perf load --url ws://127.0.0.1:8080/ws [--url ws://...] --secret S --clients 1000 \
-//!           --rate 20000 --duration 10 [--warmup 2] [--body-bytes 100] [--json out.json]
+//!           --rate 20000 --duration 10 [--warmup 2] [--body-bytes 100] [--devices K] \
+//!           [--processes N] [--protocol connect|socketio] [--json out.json] \
+//!           [--hdr-log DIR] [--plot DIR]
+//! perf run --scenario steady|idle|storm|sweep [--clients N] [--rate R] [--gateways G] ...
+//! perf compare [--quick] --json compare.json [--plot DIR]
 //! ```
+//!
+//! Runs of more than 18,000 connections are split over worker processes (`perf worker`, started
+//! by perf itself), each dialling from its own loopback source address; their histograms are
+//! merged exactly.
 //!
 //! perf shares the machine's cores with whatever it measures when both run on one host; its
 //! `send lag` row (intended -> written) shows when the generator itself fell behind.

@@ -103,6 +103,14 @@ pub fn worker_main() -> anyhow::Result<()> {
 
 /// Runs `cfg`, in this process or split over `cfg.processes` workers, and builds the report.
 pub fn run(cfg: &LoadConfig, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
+    let start = crate::report::loadavg();
+    let mut report = run_inner(cfg, rt)?;
+    report.loadavg_start = start;
+    report.loadavg_end = crate::report::loadavg();
+    Ok(report)
+}
+
+fn run_inner(cfg: &LoadConfig, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
     if cfg.processes <= 1 {
         let m = rt.block_on(load::run(cfg, Role::Local))?;
         return Ok(Report::build(RunConfig::of(cfg), &m));

@@ -288,6 +288,10 @@ pub struct Report {
     pub hdr: BTreeMap<String, String>,
     /// One point a second.
     pub timeline: Vec<TimelinePoint>,
+    /// `/proc/loadavg` (1, 5, 15 min) when the run started and ended: on a shared machine,
+    /// read every figure next to it.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     /// What the report was built from (interval logs and plots use it).
     #[serde(skip)]
     pub raw: Option<Box<Measured>>,
@@ -384,6 +388,8 @@ impl Report {
             },
             hdr,
             timeline,
+            loadavg_start: String::new(),
+            loadavg_end: String::new(),
             raw: Some(Box::new(m.clone())),
         }
     }
@@ -492,7 +498,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n{}",
+            "\nload average {} at the start, {} at the end",
+            self.loadavg_start, self.loadavg_end
+        );
+        let _ = writeln!(
+            s,
+            "{}",
             if self.clean() {
                 "result: clean"
             } else {
@@ -501,6 +512,13 @@ impl Report {
         );
         s
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// µs as milliseconds with three decimals.
