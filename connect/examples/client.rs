@@ -378,11 +378,11 @@ impl Client {
     }
 }
 
-/// The delay a draining gateway asks for: close code 1012 (service restart) with reason
-/// `reconnect_after_ms=N`.
+/// The delay a gateway asks for: close code 1012 (draining) or 1013 (shedding load: full,
+/// handshake backlog, registry down) with reason `reconnect_after_ms=N`.
 pub fn reconnect_hint(code: u16, reason: &str) -> Option<Duration> {
     let ms = reason.strip_prefix("reconnect_after_ms=")?.parse().ok()?;
-    (code == 1012).then(|| Duration::from_millis(ms).min(MAX_HINT))
+    matches!(code, 1012 | 1013).then(|| Duration::from_millis(ms).min(MAX_HINT))
 }
 
 /// `GET /dev/token?user=USER` on the gateway's client port (local dev mode only).

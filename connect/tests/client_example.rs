@@ -251,7 +251,7 @@ fn example_client_follows_a_draining_gateway() {
 }
 
 #[test]
-fn reconnect_hints_are_read_from_1012_only() {
+fn reconnect_hints_are_read_from_1012_and_1013_only() {
     let hint = example::reconnect_hint;
     assert_eq!(
         hint(1012, "reconnect_after_ms=1500"),
@@ -261,6 +261,10 @@ fn reconnect_hints_are_read_from_1012_only() {
         hint(1012, "reconnect_after_ms=99999999"),
         Some(Duration::from_secs(30)),
         "capped"
+    );
+    assert_eq!(
+        hint(1013, "reconnect_after_ms=2500"),
+        Some(Duration::from_millis(2500))
     );
     assert_eq!(hint(1000, "reconnect_after_ms=1500"), None);
     assert_eq!(hint(1012, "reconnect_after_ms=soon"), None);

@@ -379,3 +379,46 @@ fn presence_requests_are_answered_with_liveness() {
     // p1, at least one p4 and p5 reached the router; p2 and p3 were refused by the gateway.
     assert!(metric(&stack.router, "connect_router_presence_total") >= 3.0);
 }
+
+#[test]
+fn a_full_gateway_sheds_with_close_1013_and_a_jittered_hint() {
+    // Two shards of at most 4 sessions each; clients are held until 5 have been shed.
+    let stack = Stack::start_with(1, LONG_TTL, &["--max-connections-per-shard", "4"]);
+    let g = stack.gw_ports[0];
+    std::thread::sleep(Duration::from_millis(300)); // the start-up probes' sessions close
+    let mut held = Vec::new();
+    let mut hints = HashSet::new();
+    let mut shed = 0;
+    for i in 0..40 {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", g)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let url = format!("ws://127.0.0.1:{g}/ws?token={}", token(&format!("u{i}")));
+        let (mut ws, resp) = tungstenite::client(url.as_str(), tcp).expect("upgrade completes");
+        assert_eq!(resp.status(), 101);
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                assert!(t.as_str().contains("welcome"), "{t}");
+                held.push(ws);
+            }
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1013);
+                let ms: u64 = frame
+                    .reason
+                    .strip_prefix("reconnect_after_ms=")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("reason {:?}", frame.reason));
+                assert!((1000..5000).contains(&ms), "{ms}");
+                hints.insert(ms);
+                shed += 1;
+                if shed == 5 {
+                    break;
+                }
+            }
+            other => panic!("expected a welcome or a close, got {other:?}"),
+        }
+    }
+    assert_eq!(shed, 5, "{} held", held.len());
+    assert!(held.len() <= 8, "at most 4 per shard: {}", held.len());
+    assert!(hints.len() > 1, "hints are jittered: {hints:?}");
+    assert!(metric(&stack.gateways[0], "connect_gateway_shed_total") >= 5.0);
+}
