@@ -125,6 +125,21 @@ pub struct RunReport {
     pub sweep: Vec<SweepPoint>,
     /// Sweep only: the highest rate whose delivery P99 stayed under `--p99-ms`, run clean.
     pub max_rate_p99_under_bound: Option<f64>,
+    /// Kernel memory per TCP socket (both ends of every connection are on this host), from the
+    /// growth between the start and the peak; `None` without root or `/proc/slabinfo`.
+    pub kernel: Option<KernelFigures>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelFigures {
+    pub before: procstat::KernelSockets,
+    pub peak: procstat::KernelSockets,
+    /// Sockets opened: peak `tcp_inuse` - before.
+    pub sockets: u64,
+    /// Slab growth (TCP, sock_inode_cache, filp, eventpoll_epi) per socket, bytes.
+    pub slab_bytes_per_socket: f64,
+    /// TCP buffer growth per socket, bytes.
+    pub buffer_bytes_per_socket: f64,
 }
 
 impl RunArgs {
@@ -184,13 +199,22 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
         .iter()
         .map(|(_, p)| procstat::sample(*p).unwrap_or_default())
         .collect();
-    // Peak RSS and open files per server, sampled while the load runs.
+    // Peak RSS and open files per server, sampled while the load runs; the kernel's socket
+    // memory machine-wide, at the sample with the most TCP sockets.
+    let kernel_before = procstat::kernel_sockets();
+    let kernel_peak = Arc::new(Mutex::new(kernel_before.unwrap_or_default()));
     let peaks = Arc::new(Mutex::new(vec![(0u64, 0u64); pids.len()]));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peaks, stop, pids) = (peaks.clone(), stop.clone(), pids.clone());
+        let kernel_peak = kernel_peak.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                if let (Some(k), Ok(mut p)) = (procstat::kernel_sockets(), kernel_peak.lock()) {
+                    if k.tcp_inuse > p.tcp_inuse {
+                        *p = k;
+                    }
+                }
                 for (i, (_, pid)) in pids.iter().enumerate() {
                     if let Some(s) = procstat::sample(*pid) {
                         if let Ok(mut p) = peaks.lock() {
@@ -287,7 +311,23 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
         })
         .collect();
     drop(stack);
+    let kernel = kernel_before.and_then(|before| {
+        let peak = *kernel_peak.lock().ok()?;
+        let sockets = peak
+            .tcp_inuse
+            .checked_sub(before.tcp_inuse)
+            .filter(|&n| n > 0)?;
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / sockets as f64;
+        Some(KernelFigures {
+            before,
+            peak,
+            sockets,
+            slab_bytes_per_socket: per(peak.slab_bytes, before.slab_bytes).round(),
+            buffer_bytes_per_socket: per(peak.tcp_buffer_bytes, before.tcp_buffer_bytes).round(),
+        })
+    });
     Ok(RunReport {
+        kernel,
         scenario: args.scenario,
         servers,
         load,
@@ -348,6 +388,13 @@ impl RunReport {
             let _ = writeln!(
                 out,
                 "gateways together: {g:.0} bytes RSS per connection (peak growth / clients)"
+            );
+        }
+        if let Some(k) = &self.kernel {
+            let _ = writeln!(
+                out,
+                "kernel, per TCP socket (both ends on this host, {} sockets at the peak): slab {:.0} B (TCP, sock_inode_cache, filp, eventpoll_epi; dentry not counted) + buffers {:.0} B",
+                k.sockets, k.slab_bytes_per_socket, k.buffer_bytes_per_socket
             );
         }
         out
