@@ -958,8 +958,8 @@ fn assert_healthy(procs: &mut [&mut Proc], during: &str) {
 }
 
 /// The registry misbehaves under a running router and gateway: garbage replies, no replies,
-/// replies cut off mid-way. Sends get `failed` acks before the send timeout, upgrades get 503
-/// with Retry-After, no process hangs or panics, and when Redis behaves again everything
+/// replies cut off mid-way. Sends get `failed` acks before the send timeout, upgrades are shed
+/// (close 1013 with a retry hint), no process hangs or panics, and when Redis behaves again everything
 /// recovers by itself.
 #[test]
 fn hostile_registry_gives_failed_acks_then_recovers() {
@@ -1014,21 +1014,15 @@ fn hostile_registry_gives_failed_acks_then_recovers() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        // New sessions cannot register: 503 with Retry-After, well before the handshake timeout.
+        // New sessions cannot register: the upgrade completes and closes at once with 1013
+        // and a retry hint, well before the handshake timeout.
         let t0 = Instant::now();
-        let r = http(
-            port,
-            upgrade_request(&format!("/ws?token={}", token("carol")), "").as_bytes(),
-        );
-        assert_eq!(
-            (r.status, r.header("Retry-After")),
-            (503, Some("2".into())),
-            "{what}: {r:?}"
-        );
-        println!("{what}: 503 after {:?}", t0.elapsed());
+        let u = try_upgrade(port, "carol");
+        let wait = assert_shed(&u, &what);
+        println!("{what}: shed after {:?}, retry in {wait} ms", t0.elapsed());
         assert!(
             t0.elapsed() < Duration::from_secs(10),
-            "{what}: 503 after {:?}",
+            "{what}: shed after {:?}",
             t0.elapsed()
         );
         // Existing connections are untouched: they still get answers that need no registry.
@@ -1057,7 +1051,7 @@ fn hostile_registry_gives_failed_acks_then_recovers() {
         }
         assert_eq!(bob.recv_type("message")["body"], n);
         // Each gateway shard has its own registry client, reconnecting with a backoff of up
-        // to 2 s (the Retry-After): new sessions may need a retry or two.
+        // to 2 s: new sessions may need a retry or two.
         let mut carol = connect_within(port, "carol", Duration::from_secs(10));
         carol.send_to("alice", &format!("{what}-carol"), json!("back"));
         assert_eq!(carol.recv_type("ack")["status"], "delivered");
@@ -1083,7 +1077,7 @@ fn hostile_registry_gives_failed_acks_then_recovers() {
 }
 
 /// A router and gateway that start against a registry answering only garbage come up anyway,
-/// refuse sessions with 503, and serve as soon as Redis behaves.
+/// shed upgrades (close 1013 with a retry hint), and serve as soon as Redis behaves.
 #[test]
 fn garbage_registry_from_the_start() {
     let redis = testkit::RedisServer::start();
@@ -1091,29 +1085,23 @@ fn garbage_registry_from_the_start() {
     fake.set(Mode::Garbage);
     let (mut router, mut gateway, port) = start_on_registry(&fake.url());
     for _ in 0..3 {
-        let r = http(
-            port,
-            upgrade_request(&format!("/ws?token={}", token("dave")), "").as_bytes(),
-        );
-        assert_eq!(
-            (r.status, r.header("Retry-After")),
-            (503, Some("2".into())),
-            "{r:?}"
-        );
+        assert_shed(&try_upgrade(port, "dave"), "a garbage registry");
     }
     assert_healthy(&mut [&mut router, &mut gateway], "a garbage registry");
     fake.set(Mode::Proxy);
+    let mut dave = connect_within(port, "dave", Duration::from_secs(15));
+    // The router's registry client reconnects on its own schedule: routable again soon.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        let r = http(
-            port,
-            upgrade_request(&format!("/ws?token={}", token("dave")), "").as_bytes(),
-        );
-        if r.status == 101 || Instant::now() > deadline {
-            break r.status;
+    for n in 0.. {
+        let id = format!("d{n}");
+        dave.send_to("nobody", &id, json!(n));
+        let (ack, _) = outcome(&mut dave, &id);
+        if ack["status"] == "offline" {
+            break;
         }
+        assert_eq!(ack["status"], "failed", "{ack}");
+        assert!(Instant::now() < deadline, "never routable again: {ack}");
         std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(status, 101, "never recovered");
+    }
     assert_healthy(&mut [&mut router, &mut gateway], "recovery");
 }

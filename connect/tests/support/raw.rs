@@ -633,8 +633,77 @@ pub fn start_on_registry(registry: &str) -> (crate::support::Proc, crate::suppor
     (router, gateway, port)
 }
 
-/// Connects `user` like [`Client::connect`], but returns the refusal (e.g. a 503 while the
-/// registry is down) instead of panicking.
+/// How an upgrade attempt ended.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// `101` and the welcome: a session.
+    Welcome,
+    /// `101`, then at once a close frame with this code and reason (the gateway shed it).
+    Shed(u16, String),
+    /// An HTTP answer other than `101`.
+    Refused(HttpReply),
+}
+
+/// Tries to upgrade as `user` and reports how it ended; the connection is dropped after.
+pub fn try_upgrade(port: u16, user: &str) -> Upgrade {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+    let req = upgrade_request(&format!("/ws?token={}", token(user)), "");
+    tcp.write_all(req.as_bytes()).unwrap();
+    let mut rx = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = rx.windows(4).position(|w| w == b"\r\n\r\n") {
+            break Some(i + 4);
+        }
+        match tcp.read(&mut chunk) {
+            Ok(n) if n > 0 => rx.extend_from_slice(&chunk[..n]),
+            _ => break None,
+        }
+    };
+    match end {
+        Some(end) if rx.starts_with(b"HTTP/1.1 101 ") => {
+            rx.drain(..end);
+            let mut w = RawWs { tcp, rx };
+            match w.read_frame() {
+                Some((f, p)) if f & 0x0f == CLOSE => shed_of(&p),
+                Some((f, _)) if f & 0x0f == TEXT => Upgrade::Welcome,
+                other => panic!("after the 101: {other:?}"),
+            }
+        }
+        _ => {
+            rx.extend(read_to_close(&mut tcp));
+            Upgrade::Refused(parse_reply(&rx))
+        }
+    }
+}
+
+fn shed_of(p: &[u8]) -> Upgrade {
+    let code = p
+        .get(..2)
+        .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+    Upgrade::Shed(
+        code,
+        String::from_utf8_lossy(p.get(2..).unwrap_or(&[])).into(),
+    )
+}
+
+/// Asserts the gateway shed an upgrade the documented way: close 1013 (try again later) with
+/// reason `reconnect_after_ms=N`, N within 1-5 s. Returns N.
+pub fn assert_shed(u: &Upgrade, what: &str) -> u64 {
+    let Upgrade::Shed(1013, reason) = u else {
+        panic!("{what}: expected a 101 then close 1013, got {u:?}");
+    };
+    let ms: u64 = reason
+        .strip_prefix("reconnect_after_ms=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: reason {reason:?}"));
+    assert!((1000..=5000).contains(&ms), "{what}: {reason}");
+    ms
+}
+
+/// Connects `user` like [`Client::connect`], but returns the refusal (e.g. a close 1013 while
+/// the registry is down) instead of panicking.
 pub fn try_connect(port: u16, user: &str) -> Result<Client, String> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -644,7 +713,11 @@ pub fn try_connect(port: u16, user: &str) -> Result<Client, String> {
         ws,
         welcome: Value::Null,
     };
-    c.welcome = c.recv();
+    // A shed connection completes the upgrade and is closed at once.
+    match c.ws.read().map_err(|e| e.to_string())? {
+        tungstenite::Message::Text(t) => c.welcome = serde_json::from_str(t.as_str()).unwrap(),
+        other => return Err(format!("instead of the welcome: {other:?}")),
+    }
     assert_eq!(c.welcome["type"], "welcome", "{}", c.welcome);
     Ok(c)
 }
