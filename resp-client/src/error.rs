@@ -22,7 +22,11 @@ pub enum Error {
     /// Source: Redis. No reply within [`crate::Config::command_timeout`]. It may have executed.
     /// In-order reply matching cannot recover from a missing reply, so the connection is reset
     /// (other in-flight requests get [`Error::ConnectionLost`]) and re-established.
-    #[error("no reply from Redis within the command timeout; connection reset")]
+    ///
+    /// Also: no reply within a call's own deadline ([`crate::Client::submit_with_timeout`],
+    /// [`crate::Batch::with_timeout`]). Then only that call ends: the connection is kept and
+    /// the late reply is dropped.
+    #[error("no reply from Redis within the command timeout")]
     Timeout,
 
     /// Source: client (backpressure). [`crate::Config::max_in_flight`] requests are already

@@ -57,7 +57,10 @@
 //! [`Error::Disconnected`]; requests in flight when the connection dies get
 //! [`Error::ConnectionLost`]; a request without a reply after [`Config::command_timeout`] gets
 //! [`Error::Timeout`] and resets the connection; beyond [`Config::max_in_flight`] requests fail
-//! with [`Error::Overloaded`]. Nothing ever waits longer than the command timeout.
+//! with [`Error::Overloaded`] ([`Client::ready`] waits for room instead). Nothing ever waits
+//! longer than the command timeout. A call may have a shorter deadline of its own
+//! ([`Client::submit_with_timeout`], [`Batch::with_timeout`]): it then fails with
+//! [`Error::Timeout`] at that deadline, and the connection is kept (the late reply is dropped).
 //!
 //! In cluster mode a command is resent only when Redis certainly did not run it (`MOVED`,
 //! `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, or its node disconnected before sending):
