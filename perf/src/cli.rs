@@ -48,6 +48,8 @@ pub enum Command {
     /// Start Connect and the Socket.IO peer in turn on this machine, load both with the same
     /// schedule and write the side-by-side figures.
     Compare(crate::compare::CompareArgs),
+    /// Draw the SVG plots again from a JSON report of `perf load`, `run` or `compare`.
+    Plot(crate::replot::PlotArgs),
     /// One process of a multi-process `perf load` (started by perf itself; reads its part of
     /// the run on stdin and reports on stdout).
     #[command(hide = true)]

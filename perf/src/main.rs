@@ -14,6 +14,7 @@
 //!           [--hdr-log DIR] [--plot DIR]
 //! perf run --scenario steady|idle|storm|sweep [--clients N] [--rate R] [--gateways G] ...
 //! perf compare [--quick] --json compare.json [--plot DIR]
+//! perf plot --from report.json --out DIR
 //! ```
 //!
 //! Runs of more than 18,000 connections are split over worker processes (`perf worker`, started
@@ -46,6 +47,7 @@
 //! * `eio`: the Socket.IO / Engine.IO v4 client dialect (`--protocol socketio`).
 //! * `plot`: SVG plots and HdrHistogram interval logs.
 //! * `compare`: `perf compare`: Connect and the Socket.IO peer (`perf/socketio/`) side by side.
+//! * `replot`: `perf plot`: the plots again from a saved JSON report.
 
 mod cli;
 mod clock;
@@ -61,6 +63,7 @@ mod plan;
 mod plot;
 mod procstat;
 mod protocol;
+mod replot;
 mod report;
 mod run;
 mod schedule;
@@ -135,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             let fd_limit = fdlimit::raise().context("reading the open-file limit")?;
             compare::run(&args, fd_limit)
         }
+        Command::Plot(args) => replot::run(&args),
         Command::Worker => {
             fdlimit::raise().context("reading the open-file limit")?;
             multi::worker_main()

@@ -155,7 +155,7 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
 }
 
 /// One second of the run, for the timeline plot and the JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// End of the second, seconds after the start.
     pub t_s: f64,
