@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// Sessions per user (multi-device recipients).
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// Seconds to wait after the schedule for outstanding acks and messages (above the
+    /// gateway's 10 s send timeout, every send is answered on a live system).
+    #[arg(long, default_value_t = crate::cli::DEFAULT_GRACE_S)]
+    pub grace: f64,
     /// Load processes (0: enough for at most 18,000 connections each).
     #[arg(long, default_value_t = 0)]
     pub processes: usize,
@@ -160,7 +164,7 @@ impl RunArgs {
             json: None,
             connect_rate,
             connect_timeout: crate::cli::DEFAULT_CONNECT_TIMEOUT_S,
-            grace: crate::cli::DEFAULT_GRACE_S,
+            grace: self.grace,
             threads: self.threads,
             devices: self.devices,
             processes: self.processes,
