@@ -267,7 +267,9 @@ fn load_config(
         json: None,
         connect_rate,
         connect_timeout: 30.0,
-        grace: 5.0,
+        // Past the gateway's 10 s send timeout: an unanswered send is then a silent drop, not a
+        // late answer. A settled run ends its grace at once.
+        grace: 11.0,
         threads: None,
         devices: 1,
         processes: 0,
