@@ -12,6 +12,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs as _};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -146,7 +147,16 @@ fn run_inner(cfg: &LoadConfig, rt: &tokio::runtime::Runtime) -> anyhow::Result<R
             plot: None,
             ..cfg.clone()
         };
-        let mut child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        // SAFETY: runs between fork and exec; prctl is async-signal-safe. A worker whose
+        // coordinator died stops instead of finishing its run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

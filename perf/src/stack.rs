@@ -133,7 +133,7 @@ impl Stack {
         // Every server gets the hard open-file limit as its soft one (20,000 here), as a
         // service manager would give it, whatever the server does itself.
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // getrlimit/setrlimit.
+        // getrlimit/setrlimit and prctl.
         unsafe {
             cmd.pre_exec(|| {
                 let mut lim = libc::rlimit {
@@ -144,6 +144,8 @@ impl Stack {
                     lim.rlim_cur = lim.rlim_max;
                     libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
                 }
+                // If perf dies without dropping the stack (Ctrl-C), the servers go with it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
