@@ -141,6 +141,7 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
     };
     let end_ns = start_ns + shared.schedule.end_ns();
     let _ = ctrl_tx.send(Control::Run { start_ns });
+    let cpu_before = process_cpu_ns();
     let pacer = Pacer::spawn(shared.schedule.clone(), start_ns, bells)
         .context("starting the pacer thread")?;
 
@@ -172,6 +173,7 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
         }
     }
     pacer.stop();
+    let generator_cpu_ns = process_cpu_ns().saturating_sub(cpu_before);
     let _ = ctrl_tx.send(Control::Stop);
     let closing = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
@@ -198,8 +200,22 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
         connect: stats.connect.merged(),
         send_lag: stats.send_lag.merged(),
         connect_phase_ns,
+        generator_cpu_ns,
         ticks: ticker.ticks,
     })
+}
+
+/// This process's CPU time (user + system, all threads), ns.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Interval histograms: the cumulative ones minus their value at the previous tick.

@@ -72,6 +72,10 @@ pub struct Measured {
     pub send_lag: Histogram<u64>,
     /// From the first dial to the last connection up (or failed), ns.
     pub connect_phase_ns: u64,
+    /// CPU time (user + system) of the load process(es) from the schedule's start to the
+    /// end of the grace period, ns: how much of the machine the generator itself took.
+    #[serde(default)]
+    pub generator_cpu_ns: u64,
     /// One interval a second from the start.
     pub ticks: Vec<Tick>,
 }
@@ -106,6 +110,7 @@ impl Measured {
             let _ = out.connect.add(&p.connect);
             let _ = out.send_lag.add(&p.send_lag);
             out.connect_phase_ns = out.connect_phase_ns.max(p.connect_phase_ns);
+            out.generator_cpu_ns += p.generator_cpu_ns;
             for t in p.ticks {
                 match out.ticks.iter_mut().find(|o| o.k == t.k) {
                     Some(o) => {
@@ -273,6 +278,14 @@ pub struct Latency {
     pub send_lag: Quantiles,
 }
 
+/// The load generator's own cost over the schedule and grace period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generator {
+    pub cpu_s: f64,
+    /// CPU time / messages sent + received, microseconds.
+    pub cpu_us_per_msg: f64,
+}
+
 /// The whole report; its JSON form is what `--json` writes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -283,6 +296,7 @@ pub struct Report {
     pub messages: Messages,
     /// All in microseconds.
     pub latency_us: Latency,
+    pub generator: Generator,
     pub errors: Errors,
     /// Histograms, V2 + deflate, base64: name -> encoding.
     pub hdr: BTreeMap<String, String>,
@@ -374,6 +388,13 @@ impl Report {
                 lost,
                 silent_receivers: c.silent_receivers,
                 silent_drops: lost + c.missing_acks,
+            },
+            generator: Generator {
+                cpu_s: (m.generator_cpu_ns as f64 / 1e6).round() / 1e3,
+                cpu_us_per_msg: {
+                    let msgs = (c.sent + c.received).max(1) as f64;
+                    (m.generator_cpu_ns as f64 / 1e3 / msgs * 10.0).round() / 10.0
+                },
             },
             latency_us: Latency {
                 ack: Quantiles::of(&m.ack),
@@ -473,6 +494,11 @@ impl Report {
             s,
             "errors       error frames {}  unparsed frames {}",
             self.errors.error_frames, self.errors.bad_frames
+        );
+        let _ = writeln!(
+            s,
+            "generator    {:.2} s CPU from the start to the end of the grace period ({:.1} us per message sent or received)",
+            self.generator.cpu_s, self.generator.cpu_us_per_msg
         );
         tally_line(&mut s, "  codes", &self.errors.codes);
         let _ = writeln!(
@@ -579,6 +605,7 @@ mod tests {
             connect: new_histogram(),
             send_lag: hist([1]),
             connect_phase_ns: 500_000_000,
+            generator_cpu_ns: 0,
             ticks: vec![],
         }
     }
