@@ -400,71 +400,102 @@ fn fragment_and_ping_floods() {
     );
     by.still_chatting("a fragment flood");
 
-    // Ping flood with a client that reads: every ping gets a pong (tungstenite may coalesce
-    // pongs that are still unsent), and chat continues.
+    // Ping flood from a client that reads: 20,000 pings in bursts of 1,000, each burst written
+    // at once. Every ping gets its own pong, in order, and chat continues.
     let mut w = RawWs::connect(port, "pinger");
-    let mut writer = w.tcp.try_clone().unwrap();
-    let pings = 20_000usize;
-    let flood = std::thread::spawn(move || {
-        let mut batch = Vec::new();
-        for i in 0..pings {
-            let payload = format!("ping-{i:08}-{}", "p".repeat(100));
-            let mut f = frame_header(FIN | PING, true, payload.len() as u64);
-            f.extend(
-                payload
-                    .bytes()
-                    .enumerate()
-                    .map(|(j, b)| b ^ [0x37, 0xfa, 0x21, 0x3d][j % 4]),
-            );
-            batch.extend(f);
-            if batch.len() > 64 * 1024 {
-                writer.write_all(&batch).unwrap();
-                batch.clear();
-            }
+    let ping = |i: usize| {
+        let payload = format!("ping-{i:08}-{}", "p".repeat(100));
+        let mut f = frame_header(FIN | PING, true, payload.len() as u64);
+        f.extend(
+            payload
+                .bytes()
+                .enumerate()
+                .map(|(j, b)| b ^ [0x37, 0xfa, 0x21, 0x3d][j % 4]),
+        );
+        (f, payload.into_bytes())
+    };
+    for burst in 0..20 {
+        let pings: Vec<_> = (burst * 1000..(burst + 1) * 1000).map(ping).collect();
+        w.write(
+            &pings
+                .iter()
+                .flat_map(|(f, _)| f.clone())
+                .collect::<Vec<u8>>(),
+        );
+        for (_, payload) in &pings {
+            let (f, p) = w
+                .read_frame()
+                .expect("connection closed during the ping flood");
+            assert_eq!(f & 0x0f, PONG, "unexpected frame {f:#x}");
+            assert_eq!(&p, payload, "pongs answer their pings in order");
         }
-        writer.write_all(&batch).unwrap();
-    });
-    let mut pongs = 0usize;
-    let mut last = Vec::new();
-    let last_payload = format!("ping-{:08}-{}", pings - 1, "p".repeat(100)).into_bytes();
-    while last != last_payload {
-        let (f, p) = w
-            .read_frame()
-            .expect("connection closed during the ping flood");
-        assert_eq!(f & 0x0f, PONG, "unexpected frame {f:#x}");
-        pongs += 1;
-        last = p;
     }
-    flood.join().unwrap();
-    println!("{pings} pings answered by {pongs} pongs");
     w.text(r#"{"type":"send","id":"after-pings","to":"nobody","body":1}"#);
     assert_eq!(w.recv_json()["status"], "offline");
     by.still_chatting("a ping flood");
 
-    // Ping flood from a client that does not read: its queue fills with pongs, further pongs
-    // are skipped (RFC 6455 lets an endpoint answer only the latest ping), memory stays
-    // bounded by --client-queue and the connection survives.
+    // Ping flood from a client that does not read (a small receive buffer, so the pongs back
+    // up at once): 100,000 pings, the last one different. The client's queue stays bounded:
+    // while it is full, pongs are coalesced to the latest (RFC 6455 5.5.3). A message for the
+    // client that finds the queue full closes it with 1008 (slow consumer), like any other;
+    // otherwise the connection keeps working and the latest ping gets its pong.
     let mut w = RawWs::connect(port, "deaf-pinger");
-    let payload = [b'q'; 125];
+    small_receive_buffer(&w.tcp);
     let mut f = frame_header(FIN | PING, true, 125);
-    f.extend(
-        payload
-            .iter()
-            .enumerate()
-            .map(|(j, b)| b ^ [0x37, 0xfa, 0x21, 0x3d][j % 4]),
-    );
+    f.extend((0..125).map(|j| b'q' ^ [0x37, 0xfa, 0x21, 0x3d][j % 4]));
     let batch: Vec<u8> = f.repeat(1000);
-    for _ in 0..50 {
+    for _ in 0..100 {
         w.write(&batch);
     }
-    w.text(r#"{"type":"send","id":"after-deaf-pings","to":"nobody","body":1}"#);
-    let ack = w.recv_json();
-    assert_eq!(
-        (ack["id"].as_str(), ack["status"].as_str()),
-        (Some("after-deaf-pings"), Some("offline")),
-        "{ack}"
-    );
+    w.frame(FIN | PING, true, b"last");
+    w.text(r#"{"type":"send","id":"deaf-1","to":"nobody","body":1}"#);
+    let (mut pongs, mut last_pong, mut acks) = (0usize, false, 0);
+    let outcome = loop {
+        match w.read_frame() {
+            Some((f, p)) if f & 0x0f == PONG => {
+                pongs += 1;
+                last_pong |= p == b"last";
+            }
+            Some((f, p)) if f & 0x0f == TEXT => {
+                let v: Value = serde_json::from_slice(&p).unwrap();
+                assert_eq!(v["status"], "offline", "{v}");
+                acks += 1;
+                if acks == 2 {
+                    break "served";
+                }
+                // The next frame from the client lets the gateway flush the pong it held.
+                w.text(r#"{"type":"send","id":"deaf-2","to":"nobody","body":1}"#);
+            }
+            Some((f, p)) if f & 0x0f == CLOSE => {
+                assert_eq!(p.get(..2), Some(&1008u16.to_be_bytes()[..]), "{p:?}");
+                break "closed 1008 (slow consumer)";
+            }
+            other => panic!("deaf pinger: unexpected {other:?}"),
+        }
+    };
+    println!("deaf pinger: 100,001 pings, {pongs} pongs received, then {outcome}");
+    assert!(pongs < 100_001, "pongs were coalesced");
+    if outcome == "served" {
+        assert!(last_pong, "the latest ping was answered");
+    }
     by.still_chatting("a ping flood from a client that does not read");
+}
+
+/// Caps a socket's receive buffer (and so the TCP window) at 64 KiB.
+fn small_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
 }
 
 /// Bad messages get the documented error code (with the send's `id` when readable) and the

@@ -36,25 +36,21 @@ impl Read for Io {
 }
 
 impl Write for Io {
+    /// tungstenite writes only control frames through here (pongs, close replies). When the
+    /// client's queue is full (a client pinging faster than it reads: a ping flood) the write
+    /// would block: tungstenite keeps the frame in its own buffer of [`CONTROL_BUFFER`] bytes,
+    /// answers only the latest of the pings that arrive meanwhile (RFC 6455 5.5.3) and
+    /// retries on its next read or flush, so the connection neither grows nor drops.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.out.push(|b| b.extend_from_slice(buf)) {
             Ok(()) => Ok(buf.len()),
-            // A client that pings faster than it reads the pongs (a ping flood) would
-            // otherwise fill its queue with pongs and be dropped. RFC 6455 5.5.3 lets an
-            // endpoint leave pongs out while earlier ones are still unsent: skip this one.
-            Err(PushError::Full) if is_pong(buf) => Ok(buf.len()),
+            Err(PushError::Full) => Err(io::ErrorKind::WouldBlock.into()),
             Err(e) => Err(push_err(e)),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Whether `buf` is exactly one server pong frame (what tungstenite writes when it answers a
-/// ping; it writes nothing else through [`Io`] but close frames).
-fn is_pong(buf: &[u8]) -> bool {
-    matches!(buf, [0x8a, len, ..] if *len < 126 && buf.len() == 2 + *len as usize)
 }
 
 /// Maps an outbox refusal to the I/O error tungstenite reports.
@@ -65,12 +61,17 @@ pub fn push_err(e: PushError) -> io::Error {
     }
 }
 
-/// tungstenite settings for a client connection.
-pub fn config(max_message: usize, max_queue: usize) -> WebSocketConfig {
+/// Bytes of control frames (pongs, a close reply: at most 127 bytes each) tungstenite may hold
+/// while the client's queue is full; beyond it pongs are coalesced to the latest.
+pub const CONTROL_BUFFER: usize = 1024;
+
+/// tungstenite settings for a client connection. `_max_queue` (`--client-queue`) is enforced by
+/// the connection's [`Outbox`], which everything tungstenite writes goes through.
+pub fn config(max_message: usize, _max_queue: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(max_queue)
+        .max_write_buffer_size(CONTROL_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
@@ -135,13 +136,76 @@ mod tests {
         );
         io.write_all(b"0123456789x").unwrap();
         assert_eq!(out.queued(), 11);
-        // Over the limit: refused, so a slow consumer cannot grow memory without bound.
-        assert!(io.write(b"more").is_err());
-        // Except pongs, which are skipped instead (nothing queued, no error).
-        assert_eq!(io.write(&[0x8a, 2, b'h', b'i']).unwrap(), 4);
-        assert_eq!(io.write(&[0x8a, 0]).unwrap(), 2);
+        // Over the limit: the write would block, so a slow consumer cannot grow memory
+        // without bound.
+        assert_eq!(
+            io.write(b"more").unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         assert_eq!(out.queued(), 11);
-        assert!(io.write(&[0x8a, 2, b'h']).is_err(), "not a whole pong");
-        assert!(io.write(&[0x88, 2, 0x03, 0xe8]).is_err(), "a close frame");
+        out.close();
+        assert_eq!(
+            io.write(b"more").unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+    }
+
+    /// A ping flood from a client that does not read: its queue fills, tungstenite holds at
+    /// most [`CONTROL_BUFFER`] bytes of pongs, and once the queue drains the pong for the
+    /// latest ping goes out on the next read.
+    #[test]
+    fn ping_flood_into_a_full_queue_keeps_the_latest_pong() {
+        let out = Rc::new(Outbox::new(1000, 1024));
+        let mut ws = WebSocket::from_raw_socket(
+            Io {
+                rx: BytesMut::new(),
+                out: out.clone(),
+            },
+            Role::Server,
+            Some(config(1 << 20, 1000)),
+        );
+        let ping = |n: u32| {
+            let payload = format!("ping-{n:06}");
+            let mut f = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+            f.extend_from_slice(payload.as_bytes());
+            f
+        };
+        for n in 0..5000 {
+            ws.get_mut().rx.extend_from_slice(&ping(n));
+            loop {
+                match ws.read() {
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break
+                    }
+                    Err(e) => panic!("ping {n}: {e}"),
+                }
+            }
+        }
+        let queued = out.queued();
+        assert!(queued <= 1000 + 20, "queue bounded: {queued}");
+        let mut sent = BytesMut::new();
+        out.take_into(&mut sent);
+        // As the writer drains the queue, the next read and flushes send what tungstenite
+        // held, the pong for the latest ping last.
+        ws.get_mut().rx.extend_from_slice(&ping(5000));
+        let _ = ws.read();
+        for _ in 0..3 {
+            let mut rest = BytesMut::new();
+            out.take_into(&mut rest);
+            sent.extend_from_slice(&rest);
+            let _ = ws.flush();
+        }
+        assert_eq!(out.queued(), 0);
+        let mut client =
+            WebSocket::from_raw_socket(std::io::Cursor::new(sent.to_vec()), Role::Client, None);
+        let mut pongs = Vec::new();
+        while let Ok(m) = client.read() {
+            if let Message::Pong(p) = m {
+                pongs.push(String::from_utf8(p.to_vec()).unwrap());
+            }
+        }
+        assert!(pongs.len() > 10 && pongs.len() < 200, "{}", pongs.len());
+        assert_eq!(pongs.last().map(String::as_str), Some("ping-005000"));
     }
 }
