@@ -133,9 +133,11 @@ fn bench_matching(c: &mut Criterion) {
         b.iter_batched_ref(
             || wire.clone(),
             |buf| {
+                // As the client does: slots queued unsent, timed once when the writer takes them.
                 for i in 0..128 {
-                    pipeline.push(i, now);
+                    pipeline.push_unsent(i);
                 }
+                pipeline.mark_sent(now);
                 while let Some(r) = dec.decode(buf).unwrap() {
                     let slot = pipeline.on_reply().unwrap();
                     black_box((slot, r));
