@@ -74,12 +74,18 @@ fn decode_chunks<'a>(resp3: bool, chunks: impl IntoIterator<Item = &'a [u8]>) ->
             let cap_before = buf.capacity();
             let result = dec.decode(&mut buf);
             assert!(buf.len() <= before, "decode grew the buffer");
-            assert!(buf.capacity() <= cap_before, "decode reserved memory in the read buffer");
+            assert!(
+                buf.capacity() <= cap_before,
+                "decode reserved memory in the read buffer"
+            );
             match result {
                 Ok(Some(reply)) => {
                     let used = before - buf.len();
                     assert!(used > 0, "a reply consumed no bytes");
-                    assert!(used <= MAX_REPLY_BYTES, "reply of {used} bytes over the limit");
+                    assert!(
+                        used <= MAX_REPLY_BYTES,
+                        "reply of {used} bytes over the limit"
+                    );
                     consumed += used;
                     let mut canonical = BytesMut::new();
                     check_and_encode(&reply, 0, resp3, &mut canonical);
@@ -95,7 +101,11 @@ fn decode_chunks<'a>(resp3: bool, chunks: impl IntoIterator<Item = &'a [u8]>) ->
                     break;
                 }
             }
-            assert_eq!(consumed + buf.len(), fed, "buffer does not hold exactly the unconsumed input");
+            assert_eq!(
+                consumed + buf.len(),
+                fed,
+                "buffer does not hold exactly the unconsumed input"
+            );
         }
         if out.errored {
             check_usable_after_reset(&mut dec, resp3);
@@ -110,12 +120,19 @@ fn check_usable_after_reset(dec: &mut Decoder, resp3: bool) {
     dec.reset();
     if !resp3 {
         let mut fresh = BytesMut::from(&b"*1\r\n$1\r\nx\r\n"[..]);
-        let first = dec.decode(&mut fresh).expect("reset decoder rejected a valid reply");
-        assert_eq!(first, Some(Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"x"))])));
+        let first = dec
+            .decode(&mut fresh)
+            .expect("reset decoder rejected a valid reply");
+        assert_eq!(
+            first,
+            Some(Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"x"))]))
+        );
         return;
     }
     let mut fresh = BytesMut::from(&b"%1\r\n+k\r\n~2\r\n#t\r\n_\r\n,1.5\r\n"[..]);
-    let first = dec.decode(&mut fresh).expect("reset decoder rejected a valid reply");
+    let first = dec
+        .decode(&mut fresh)
+        .expect("reset decoder rejected a valid reply");
     assert_eq!(
         first,
         Some(Reply::Map(vec![(
@@ -155,7 +172,12 @@ fn check_and_encode(reply: &Reply, depth: usize, resp3: bool, out: &mut BytesMut
         assert!(
             matches!(
                 reply,
-                Reply::Nil | Reply::Simple(_) | Reply::Error(_) | Reply::Int(_) | Reply::Bulk(_) | Reply::Array(_)
+                Reply::Nil
+                    | Reply::Simple(_)
+                    | Reply::Error(_)
+                    | Reply::Int(_)
+                    | Reply::Bulk(_)
+                    | Reply::Array(_)
             ),
             "RESP2 stream produced a RESP3 reply: {reply:?}"
         );
@@ -163,7 +185,10 @@ fn check_and_encode(reply: &Reply, depth: usize, resp3: bool, out: &mut BytesMut
     match reply {
         Reply::Nil => out.put_slice(b"_\r\n"),
         Reply::Simple(s) => {
-            assert!(!s.windows(2).any(|w| w == b"\r\n"), "a status line holds a CRLF");
+            assert!(
+                !s.windows(2).any(|w| w == b"\r\n"),
+                "a status line holds a CRLF"
+            );
             out.put_u8(b'+');
             out.put_slice(s);
             out.put_slice(b"\r\n");
@@ -179,7 +204,11 @@ fn check_and_encode(reply: &Reply, depth: usize, resp3: bool, out: &mut BytesMut
             put_blob(out, b'$', b);
         }
         Reply::Double(d) => {
-            let text = if d.is_nan() { "nan".to_string() } else { format!("{d:e}") };
+            let text = if d.is_nan() {
+                "nan".to_string()
+            } else {
+                format!("{d:e}")
+            };
             out.put_u8(b',');
             out.put_slice(text.as_bytes());
             out.put_slice(b"\r\n");
@@ -187,7 +216,10 @@ fn check_and_encode(reply: &Reply, depth: usize, resp3: bool, out: &mut BytesMut
         Reply::Boolean(b) => out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
         Reply::BigNumber(n) => {
             let digits = n.strip_prefix(b"-").unwrap_or(n);
-            assert!(!digits.is_empty() && digits.iter().all(u8::is_ascii_digit), "big number {n:?}");
+            assert!(
+                !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+                "big number {n:?}"
+            );
             out.put_u8(b'(');
             out.put_slice(n);
             out.put_slice(b"\r\n");
@@ -251,7 +283,11 @@ fuzz_target!(|data: &[u8]| {
         let own = &stream[offset..offset + used];
         offset += used;
         assert_eq!(&decode_one(own, MAX_REPLY_BYTES), canonical);
-        assert_eq!(&decode_one(canonical, usize::MAX / 2), canonical, "canonical form differs");
+        assert_eq!(
+            &decode_one(canonical, usize::MAX / 2),
+            canonical,
+            "canonical form differs"
+        );
     }
     if !whole.errored {
         assert_eq!(&whole.rest[..], &stream[offset..]);
@@ -275,7 +311,11 @@ fuzz_target!(|data: &[u8]| {
         whole.replies.len() >= resp2.replies.len(),
         "RESP3 decoded fewer replies than RESP2"
     );
-    assert_eq!(&whole.replies[..resp2.replies.len()], &resp2.replies[..], "RESP2 and RESP3 disagree");
+    assert_eq!(
+        &whole.replies[..resp2.replies.len()],
+        &resp2.replies[..],
+        "RESP2 and RESP3 disagree"
+    );
     if !resp2.errored {
         assert_eq!(resp2, whole, "a RESP2 stream decoded differently as RESP3");
     }

@@ -52,7 +52,13 @@ struct Outcome {
 
 /// Decodes from `buf` until `Ok(None)` or `Err`, appending to `out`. `fed` counts all bytes
 /// ever appended to `buf` and `consumed` the bytes replies took from it.
-fn drain(dec: &mut Decoder, buf: &mut BytesMut, fed: usize, consumed: &mut usize, out: &mut Outcome) {
+fn drain(
+    dec: &mut Decoder,
+    buf: &mut BytesMut,
+    fed: usize,
+    consumed: &mut usize,
+    out: &mut Outcome,
+) {
     loop {
         let before = buf.len();
         let cap_before = buf.capacity();
@@ -66,7 +72,10 @@ fn drain(dec: &mut Decoder, buf: &mut BytesMut, fed: usize, consumed: &mut usize
             Ok(Some(reply)) => {
                 let used = before - buf.len();
                 assert!(used > 0, "a reply consumed no bytes");
-                assert!(used <= MAX_REPLY_BYTES, "reply of {used} bytes over the limit");
+                assert!(
+                    used <= MAX_REPLY_BYTES,
+                    "reply of {used} bytes over the limit"
+                );
                 *consumed += used;
                 out.replies.push((reply, used));
             }
@@ -79,7 +88,11 @@ fn drain(dec: &mut Decoder, buf: &mut BytesMut, fed: usize, consumed: &mut usize
                 break;
             }
         }
-        assert_eq!(*consumed + buf.len(), fed, "buffer does not hold exactly the unconsumed input");
+        assert_eq!(
+            *consumed + buf.len(),
+            fed,
+            "buffer does not hold exactly the unconsumed input"
+        );
     }
     assert!(buf.len() <= fed);
 }
@@ -110,7 +123,9 @@ fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
 fn check_usable_after_reset(dec: &mut Decoder) {
     dec.reset();
     let mut fresh = BytesMut::from(&b"*2\r\n+OK\r\n$3\r\nfoo\r\n:7\r\n"[..]);
-    let first = dec.decode(&mut fresh).expect("reset decoder rejected a valid reply");
+    let first = dec
+        .decode(&mut fresh)
+        .expect("reset decoder rejected a valid reply");
     assert_eq!(
         first,
         Some(Reply::Array(vec![
@@ -132,7 +147,11 @@ fn check_and_encode(reply: &Reply, depth: usize, out: &mut BytesMut) {
                 !s.windows(2).any(|w| w == b"\r\n"),
                 "a status line holds a CRLF"
             );
-            out.put_u8(if matches!(reply, Reply::Simple(_)) { b'+' } else { b'-' });
+            out.put_u8(if matches!(reply, Reply::Simple(_)) {
+                b'+'
+            } else {
+                b'-'
+            });
             out.put_slice(s);
             out.put_slice(b"\r\n");
         }
@@ -144,7 +163,11 @@ fn check_and_encode(reply: &Reply, depth: usize, out: &mut BytesMut) {
             out.put_slice(b"\r\n");
         }
         Reply::Array(items) => {
-            assert!(items.len() <= MAX_ARRAY_LEN, "array of {} elements", items.len());
+            assert!(
+                items.len() <= MAX_ARRAY_LEN,
+                "array of {} elements",
+                items.len()
+            );
             // `*0` opens no level, so only non-empty arrays count towards the depth.
             if !items.is_empty() {
                 assert!(depth < MAX_DEPTH, "nesting deeper than {MAX_DEPTH}");
@@ -187,7 +210,10 @@ fuzz_target!(|data: &[u8]| {
         check_and_encode(reply, 0, &mut canonical);
         // Canonical forms are never longer than what was read (no leading zeros, `$-1` for
         // every nil) except `*-1` -> `$-1`, which is the same length.
-        assert!(canonical.len() <= *used, "canonical form longer than the wire form");
+        assert!(
+            canonical.len() <= *used,
+            "canonical form longer than the wire form"
+        );
         assert_eq!(&decode_one(&canonical, MAX_REPLY_BYTES), reply);
     }
     if !whole.errored {
