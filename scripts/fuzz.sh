@@ -4,6 +4,10 @@
 # in fuzz/artifacts/<target>/.
 #
 #   scripts/fuzz.sh [SECONDS]
+#   FUZZ_TARGETS="resp_reply resp3_reply" scripts/fuzz.sh 60   # only these targets
+#
+# Targets (fuzz/Cargo.toml): wire_frame, client_json, jwt, http_head, resp_reply (resp-client's
+# RESP2 reply decoder), resp3_reply (its RESP3 decoder).
 #
 # Only a stable toolchain is installed, so the nightly-only flags cargo-fuzz passes
 # (-Zsanitizer=address and friends) are unlocked with RUSTC_BOOTSTRAP=1. cargo-fuzz itself is
@@ -19,7 +23,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
-targets=$(cargo fuzz list)
+targets=${FUZZ_TARGETS:-$(cargo fuzz list)}
 cargo fuzz build
 log=$(mktemp)
 trap 'rm -f "${log}"' EXIT
