@@ -239,12 +239,18 @@ impl ClusterClient {
                 return Err(Error::Closed);
             }
             if !st.known {
-                return Err(Error::Disconnected);
+                // Before the first slot map, commands queue on the seed's connection.
+                st.nodes
+                    .iter()
+                    .flatten()
+                    .map(|n| n.client.clone())
+                    .collect()
+            } else {
+                st.masters()
+                    .into_iter()
+                    .filter_map(|i| st.node(i).map(|n| n.client.clone()))
+                    .collect()
             }
-            st.masters()
-                .into_iter()
-                .filter_map(|i| st.node(i).map(|n| n.client.clone()))
-                .collect()
         };
         for node in masters {
             node.ready(n).await?;

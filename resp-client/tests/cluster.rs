@@ -51,7 +51,9 @@ fn routing_pipelines_moved_and_ask() {
     let c = cluster.clone();
     run(move || async move {
         let cluster = c;
-        let client = Client::new(Config::from_url(&url).unwrap());
+        let client = Client::new(Config::from_url(&url).unwrap().with_max_in_flight(1000));
+        // Room on the seed's connection before the slot map is known.
+        client.ready(1000).await.unwrap();
         // Used at once: sent to the first seed, redirected once the map is known.
         let early = client.submit(&[b"SET", b"early", b"1"]);
         assert!(early.await.unwrap().is_ok());
@@ -60,6 +62,17 @@ fn routing_pipelines_moved_and_ask() {
         assert!(stats.connected);
         assert_eq!(stats.nodes, 3, "one connection per master");
         assert!(stats.topology_refreshes >= 1);
+        // Room on every master; more than the bound never fits.
+        client.ready(1000).await.unwrap();
+        assert_eq!(
+            client.ready(1001).await,
+            Err(Error::Overloaded {
+                max_in_flight: 1000
+            })
+        );
+        // A per-call deadline on a routed command that answers in time.
+        let timed = client.submit_with_timeout(&[b"SET", b"timed", b"1"], WAIT);
+        assert!(timed.await.unwrap().is_ok());
 
         // Routing: keys spread over every slot range, each on its slot's master.
         let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
