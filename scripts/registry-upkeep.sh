@@ -46,15 +46,15 @@ URLS=()
 ADMINS=()
 for i in $(seq 0 $((G - 1))); do
     P=$(port)
-    A=$(port)
+    ADM=$(port)
     "$BIN/gateway" --listen "127.0.0.1:$P" --internal-listen 127.0.0.1:0 \
         --router "127.0.0.1:$ROUTER" --registry "$REG" --jwt-secret "$SECRET" \
         --link-secret "$LINK" --shards 1 --instance-id "upkeep-gw$i" --session-ttl "$TTL" \
-        --admin-listen "127.0.0.1:$A" --max-handshakes-per-shard 100000 \
+        --admin-listen "127.0.0.1:$ADM" --max-handshakes-per-shard 100000 \
         >"$DIR/gw$i.log" 2>&1 &
     PIDS+=($!)
     URLS+=(--url "ws://127.0.0.1:$P/ws")
-    ADMINS+=("$A")
+    ADMINS+=("$ADM")
 done
 sleep 1
 
@@ -69,7 +69,7 @@ metric() {
     echo "$total"
 }
 stat() { redis-cli -p "$RP" info commandstats | tr -d '\r' | grep "^cmdstat_$1:" |
-    sed -E 's/.*calls=([0-9]+).*/\1/' || echo 0; }
+    sed -E 's/^[^:]*:calls=([0-9]+).*/\1/' || echo 0; }
 
 echo "== $N clients on $G gateways (session TTL ${TTL}s), window ${WINDOW}s"
 "$BIN/perf" load "${URLS[@]}" --secret "$SECRET" --clients "$N" --rate 1 \

@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(ClientMessage::Presence { id, users }) => {
             assert!(!users.is_empty() && users.len() <= client::MAX_PRESENCE_USERS);
             assert!(users.iter().all(|u| wire::valid_user_id(u)));
-            let states = [PresenceState::Online, PresenceState::Offline, PresenceState::Unknown];
+            let states = [
+                PresenceState::Online,
+                PresenceState::Offline,
+                PresenceState::Unknown,
+            ];
             let answers = users.iter().enumerate().map(|(i, u)| (*u, states[i % 3]));
             client::encode_presence(&mut out, id, answers);
             let v: Value = serde_json::from_slice(&out).expect("presence answer is JSON");

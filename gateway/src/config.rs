@@ -25,9 +25,9 @@ pub const DEFAULT_LIVENESS_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_LIVENESS_TTL_MS: u64 = 2000;
 /// Upgrades a shard may be handling at once (reading the request, verifying the token,
 /// registering). A reconnect storm beyond it is shed with a retry hint instead of queueing
-/// work that would time out anyway; 4096 per shard keeps a storm of 18k connects on a 2-core
-/// gateway moving without shedding.
-pub const DEFAULT_MAX_HANDSHAKES_PER_SHARD: usize = 4096;
+/// work that would time out anyway; 16384 per shard lets a whole gateway's clients (18k on
+/// one shard in the storm test) reconnect at once without shedding, at a few KB each.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SHARD: usize = 16384;
 /// Largest `body` a client may send: chat messages, not file transfer.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Largest WebSocket message accepted at all; above it the connection closes with 1009. Between

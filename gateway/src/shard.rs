@@ -264,7 +264,14 @@ pub async fn run(
             return;
         }
     };
-    let registry = match Registry::connect(&cfg.registry, Default::default()) {
+    // Registration is 4 commands; a connect storm keeps up to --max-handshakes-per-shard of
+    // them in flight, so the client's in-flight bound must hold all of them.
+    let mut opts = registry::RegistryOptions::default();
+    opts.redis.max_in_flight = opts
+        .redis
+        .max_in_flight
+        .max(cfg.max_handshakes_per_shard * 4 + 4096);
+    let registry = match Registry::connect(&cfg.registry, opts) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(shard = id, error = %e, "registry unusable; shard stops");
