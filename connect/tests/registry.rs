@@ -216,11 +216,17 @@ fn killed_gateway_users_are_offline_within_3s_and_nobody_else_is_affected() {
     assert!(carol.open);
     check_pair("dave->carol", &to_carol, &carol);
     assert!(metric(&stack.router, "connect_router_dead_sessions_total") >= 1.0);
+    // Each shard exports its Redis client's health (2 shards per process in these tests).
+    assert_eq!(
+        metric(&stack.gateways[0], "connect_gateway_redis_connected"),
+        2.0
+    );
+    assert_eq!(metric(&stack.router, "connect_router_redis_connected"), 2.0);
 }
 
 /// Redis loses everything while clients chat; the gateways put their live sessions back
 /// without any client reconnecting.
-fn recovers_from_data_loss(lose: impl FnOnce(&mut Stack)) {
+fn recovers_from_data_loss(lose: impl FnOnce(&mut Stack)) -> Stack {
     let mut stack = Stack::start(2, LONG_TTL);
     let (g0, g1) = (stack.gw_ports[0], stack.gw_ports[1]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -280,6 +286,7 @@ fn recovers_from_data_loss(lose: impl FnOnce(&mut Stack)) {
         .map(|g| metric(g, "connect_gateway_connects_total"))
         .collect();
     assert_eq!(connects_before, connects_after, "no client reconnected");
+    stack
 }
 
 #[test]
@@ -292,7 +299,9 @@ fn flushall_under_load_sessions_come_back_without_reconnects() {
 
 #[test]
 fn redis_restart_empty_under_load_sessions_come_back_without_reconnects() {
-    recovers_from_data_loss(|stack| stack.redis.restart());
+    let stack = recovers_from_data_loss(|stack| stack.redis.restart());
+    assert!(metric(&stack.gateways[0], "connect_gateway_redis_reconnects_total") >= 2.0);
+    assert!(metric(&stack.router, "connect_router_redis_reconnects_total") >= 1.0);
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub struct ShardMetrics {
     pub rebuilds: Counter,
     /// Connection attempts shed (capacity, handshake backlog, registry down) with a retry hint.
     pub shed: Counter,
+    /// This shard's Redis client.
+    pub redis: ops::metrics::RedisGauges,
 }
 
 impl ShardMetrics {
@@ -269,6 +271,7 @@ impl Metrics {
             "op=\"register\"",
             self.shards.iter().map(|s| &s.registry_register),
         );
+        ops::metrics::redis(out, "connect_gateway", self.shards.iter().map(|s| &s.redis));
         ops::metrics::process(out, self.backend.get().copied().unwrap_or(""));
     }
 }

@@ -145,6 +145,17 @@ pub async fn upkeep_loop(shard: Rc<Shard>) {
     let mut next_slot = Instant::now() + SLOT;
     loop {
         sleep(TICK).await;
+        if let Some(st) = shard.registry.redis_stats() {
+            let g = &shard.m().redis;
+            g.set(
+                st.connected,
+                st.in_flight,
+                st.latency_us,
+                st.reconnects,
+                st.timeouts,
+                st.overloaded,
+            );
+        }
         let gen = shard.live.generation();
         let rc = reconnects(&shard);
         if gen != seen_gen || rc != seen_reconnects {

@@ -180,3 +180,99 @@ mod tests {
         assert_eq!(g.get(), 1);
     }
 }
+
+/// One shard's view of its Redis client (copied from the client's stats by the shard every
+/// few hundred ms; the client itself is shard-local and not `Send`).
+#[derive(Debug, Default)]
+pub struct RedisGauges {
+    /// 1 while a connection serves requests.
+    pub connected: Gauge,
+    /// Requests waiting for replies.
+    pub in_flight: Gauge,
+    /// Write-to-reply latency, microseconds (moving average).
+    pub latency_us: Gauge,
+    /// Reconnects after a lost connection.
+    pub reconnects: Gauge,
+    /// Requests failed for lack of a reply in time.
+    pub timeouts: Gauge,
+    /// Requests refused at the in-flight bound.
+    pub overloaded: Gauge,
+}
+
+impl RedisGauges {
+    /// Copies a client's figures (the caller maps them from `resp_client::Stats`; ops stays
+    /// free of a Redis dependency).
+    pub fn set(
+        &self,
+        connected: bool,
+        in_flight: usize,
+        latency_us: u64,
+        reconnects: u64,
+        timeouts: u64,
+        overloaded: u64,
+    ) {
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.connected.set(i64::from(connected));
+        self.in_flight.set(i(in_flight as u64));
+        self.latency_us.set(i(latency_us));
+        self.reconnects.set(i(reconnects));
+        self.timeouts.set(i(timeouts));
+        self.overloaded.set(i(overloaded));
+    }
+}
+
+/// Writes `<prefix>_redis_*` samples: per shard for the gauges, summed for the counts.
+pub fn redis<'a>(
+    out: &mut String,
+    prefix: &str,
+    shards: impl Iterator<Item = &'a RedisGauges> + Clone,
+) {
+    let per_shard = |out: &mut String, what: &str, help: &str, f: &dyn Fn(&RedisGauges) -> i64| {
+        let name = format!("{prefix}_redis_{what}");
+        header(out, &name, "gauge", help);
+        for (i, g) in shards.clone().enumerate() {
+            sample(out, &name, &format!("shard=\"{i}\""), f(g));
+        }
+    };
+    per_shard(
+        out,
+        "connected",
+        "1 while the shard's Redis connection serves requests.",
+        &|g| g.connected.get(),
+    );
+    per_shard(
+        out,
+        "in_flight",
+        "Redis requests waiting for replies.",
+        &|g| g.in_flight.get(),
+    );
+    per_shard(
+        out,
+        "latency_microseconds",
+        "Redis write-to-reply latency, moving average.",
+        &|g| g.latency_us.get(),
+    );
+    let total = |out: &mut String, what: &str, help: &str, f: &dyn Fn(&RedisGauges) -> i64| {
+        let name = format!("{prefix}_redis_{what}_total");
+        header(out, &name, "counter", help);
+        sample(out, &name, "", shards.clone().map(f).sum::<i64>());
+    };
+    total(
+        out,
+        "reconnects",
+        "Redis connections re-established after a loss.",
+        &|g| g.reconnects.get(),
+    );
+    total(
+        out,
+        "timeouts",
+        "Redis requests failed for lack of a reply in time.",
+        &|g| g.timeouts.get(),
+    );
+    total(
+        out,
+        "overloaded",
+        "Redis requests refused at the in-flight bound.",
+        &|g| g.overloaded.get(),
+    );
+}

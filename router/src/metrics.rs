@@ -23,6 +23,8 @@ pub struct ShardMetrics {
     pub live_gateways: Gauge,
     /// Presence requests answered.
     pub presence: Counter,
+    /// This shard's Redis client.
+    pub redis: ops::metrics::RedisGauges,
     acks: [Counter; 3],
     pub lookup: Histogram,
 }
@@ -166,6 +168,7 @@ impl Metrics {
             "op=\"lookup\"",
             self.shards.iter().map(|s| &s.lookup),
         );
+        ops::metrics::redis(out, "connect_router", self.shards.iter().map(|s| &s.redis));
         ops::metrics::process(out, self.backend.get().copied().unwrap_or(""));
     }
 }

@@ -313,6 +313,17 @@ pub async fn run(id: u16, cfg: Arc<Config>, metrics: Arc<Metrics>, listener: Soc
             loop {
                 shard.live.refresh_after(Instant::now()).await;
                 shard.m().live_gateways.set(shard.live.gateways() as i64);
+                if let Some(st) = shard.registry.redis_stats() {
+                    let g = &shard.m().redis;
+                    g.set(
+                        st.connected,
+                        st.in_flight,
+                        st.latency_us,
+                        st.reconnects,
+                        st.timeouts,
+                        st.overloaded,
+                    );
+                }
                 sleep(shard.cfg.liveness_poll).await;
             }
         }
