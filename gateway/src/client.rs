@@ -96,6 +96,9 @@ impl Conn {
     /// Queues a ping (keeps NAT mappings alive and detects dead phones).
     pub fn send_ping(&self) {
         if !self.closing.get() {
+            // A pong held back while the queue was full (ping flood) goes out now, so a
+            // client that flooded and then fell silent still gets its last pong.
+            let _ = self.ws.borrow_mut().flush();
             let _ = self.outbox.push(|b| ws::encode_frame(b, 0x89, b""));
         }
     }
