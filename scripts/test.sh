@@ -22,11 +22,11 @@ echo "== cargo build --bins"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads "${CONNECT_TEST_THREADS:-4}"
-# The same end-to-end suites on the epoll fallback: forced with --io=epoll, and chosen by
+# The same end-to-end suites (incl. the registry and hostile-input ones) on the epoll fallback: forced with --io=epoll, and chosen by
 # --io=auto because a seccomp filter denies io_uring (as on AWS Fargate).
 for io in epoll seccomp; do
     echo "== end-to-end tests with CONNECT_E2E_IO=$io"
-    CONNECT_E2E_IO=$io cargo test -p connect --test e2e --test ops
+    CONNECT_E2E_IO=$io cargo test -p connect --test e2e --test ops --test registry --test hostile
 done
 echo "== browser test: the demo page in headless Chromium"
 scripts/browser-test.sh
