@@ -112,6 +112,11 @@ pub struct LoadArgs {
     /// Write SVG plots (latency spectrum, throughput and P99 over time) into this directory.
     #[arg(long, env = "PERF_PLOT")]
     pub plot: Option<PathBuf>,
+    /// Global index of the first connection (users from u{N / devices} on), so that runs
+    /// alongside each other on the same gateways (e.g. connection churn next to a soak) use
+    /// disjoint users. A multiple of 2 x devices.
+    #[arg(long, env = "PERF_FIRST_CLIENT", default_value_t = 0)]
+    pub first_client: usize,
 }
 
 /// A gateway URL, checked.
@@ -195,6 +200,12 @@ impl LoadArgs {
                 self.clients
             ));
         }
+        if !self.first_client.is_multiple_of(unit) {
+            errs.push(format!(
+                "--first-client {}: must be a multiple of {unit} (whole user pairs)",
+                self.first_client
+            ));
+        }
         if processes > 250 {
             errs.push(format!("--processes {processes}: at most 250"));
         }
@@ -244,7 +255,7 @@ impl LoadArgs {
             dialect: self.protocol,
             hdr_log: self.hdr_log.clone(),
             plot: self.plot.clone(),
-            offset: 0,
+            offset: self.first_client,
             source_ip: None,
         })
     }
@@ -356,6 +367,22 @@ mod tests {
         ] {
             assert!(all.contains(flag), "{flag} not reported in:\n{all}");
         }
+    }
+
+    #[test]
+    fn first_client_offsets_users_in_whole_pairs() {
+        let a = parse(&[
+            "--url",
+            "ws://h/ws",
+            "--secret",
+            "s",
+            "--first-client",
+            "1000",
+        ]);
+        assert_eq!(a.validate(20_000).unwrap().offset, 1000);
+        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--first-client", "3"]);
+        let errs = a.validate(20_000).unwrap_err();
+        assert!(errs[0].contains("--first-client"), "{errs:?}");
     }
 
     #[test]

@@ -276,6 +276,7 @@ fn load_config(
         protocol: dialect,
         hdr_log: None,
         plot: None,
+        first_client: 0,
     }
     .validate(fd_limit)
     .map_err(|e| anyhow::anyhow!(e.join("; ")))

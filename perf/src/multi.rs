@@ -137,7 +137,7 @@ fn run_inner(cfg: &LoadConfig, rt: &tokio::runtime::Runtime) -> anyhow::Result<R
         let share = count as f64 / cfg.clients as f64;
         let wcfg = LoadConfig {
             clients: count,
-            offset,
+            offset: cfg.offset + offset,
             rate: cfg.rate * share,
             connect_rate: cfg.connect_rate * share,
             processes: 1,

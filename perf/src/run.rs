@@ -171,6 +171,7 @@ impl RunArgs {
             protocol: crate::protocol::Dialect::Connect,
             hdr_log: None,
             plot: None,
+            first_client: 0,
         }
     }
 }
