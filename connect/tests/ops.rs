@@ -41,6 +41,10 @@ fn admin_endpoints_and_metrics() {
         "{m}"
     );
     assert!(metric(&m, "connect_gateway_connections{") >= 1.0, "{m}");
+    // Alice's send queue and the link to the router.
+    assert!(metric(&m, "connect_gateway_client_queues ") >= 1.0, "{m}");
+    assert!(metric(&m, "connect_gateway_link_queues ") >= 1.0, "{m}");
+    assert!(m.contains("\nconnect_gateway_client_queue_bytes "), "{m}");
     assert!(
         metric(&m, "connect_gateway_client_errors_total") >= 1.0,
         "{m}"
@@ -55,6 +59,7 @@ fn admin_endpoints_and_metrics() {
         "exactly one backend: {m}"
     );
     let (_, rm) = stack.router.admin_get("/metrics");
+    assert!(metric(&rm, "connect_router_link_queues ") >= 1.0, "{rm}");
     assert!(
         metric(&rm, "connect_router_acks_total{status=\"delivered\"}") >= 5.0,
         "{rm}"

@@ -399,7 +399,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
         return None;
     }
 
-    let outbox = Rc::new(Outbox::new(shard.cfg.client_queue, KEEP_CAPACITY));
+    let outbox = Rc::new(Outbox::for_client(shard.cfg.client_queue, KEEP_CAPACITY));
     let mut resp = Vec::with_capacity(200);
     http::response_switching(&mut resp, key);
     let _ = outbox.push(|b| b.extend_from_slice(&resp));

@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use ops::metrics::{header, histogram, sample, Counter, Gauge, Histogram};
+use runtime::outbox::Class;
 use runtime::rt::Backend;
 use wire::frame::AckStatus;
 
@@ -272,6 +273,10 @@ impl Metrics {
             self.shards.iter().map(|s| &s.registry_register),
         );
         ops::metrics::redis(out, "connect_gateway", self.shards.iter().map(|s| &s.redis));
+        let t = runtime::outbox::totals(Class::Client);
+        ops::metrics::queues(out, "connect_gateway", "client", t.outboxes, t.queued_bytes);
+        let t = runtime::outbox::totals(Class::Link);
+        ops::metrics::queues(out, "connect_gateway", "link", t.outboxes, t.queued_bytes);
         ops::metrics::process(out, self.backend.get().copied().unwrap_or(""));
     }
 }

@@ -113,6 +113,27 @@ pub fn histogram<'a>(
     sample(out, &format!("{name}_count"), labels, count);
 }
 
+/// Writes `<prefix>_<kind>_queues` (outboxes alive) and `<prefix>_<kind>_queue_bytes` (bytes
+/// queued in them, not yet handed to a socket), process-wide: a soak checks both stay flat.
+pub fn queues(out: &mut String, prefix: &str, kind: &str, outboxes: i64, bytes: i64) {
+    let name = format!("{prefix}_{kind}_queues");
+    header(
+        out,
+        &name,
+        "gauge",
+        &format!("Send queues of {kind} connections alive (whole process)."),
+    );
+    sample(out, &name, "", outboxes);
+    let name = format!("{prefix}_{kind}_queue_bytes");
+    header(
+        out,
+        &name,
+        "gauge",
+        &format!("Bytes queued for {kind} connections, not yet written to their sockets (whole process)."),
+    );
+    sample(out, &name, "", bytes);
+}
+
 /// The process-wide gauges every binary exports: which event loop runs (`io_uring` or
 /// `epoll`, 1 for the active one) and whether the process is draining.
 pub fn process(out: &mut String, backend: &str) {

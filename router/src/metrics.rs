@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use ops::metrics::{header, histogram, sample, Counter, Gauge, Histogram};
+use runtime::outbox::Class;
 use runtime::rt::Backend;
 use wire::frame::AckStatus;
 
@@ -169,6 +170,8 @@ impl Metrics {
             self.shards.iter().map(|s| &s.lookup),
         );
         ops::metrics::redis(out, "connect_router", self.shards.iter().map(|s| &s.redis));
+        let t = runtime::outbox::totals(Class::Link);
+        ops::metrics::queues(out, "connect_router", "link", t.outboxes, t.queued_bytes);
         ops::metrics::process(out, self.backend.get().copied().unwrap_or(""));
     }
 }

@@ -3,6 +3,10 @@
 //! Producers append encoded frames synchronously; the writer task wakes once, swaps the buffer
 //! out and sends everything gathered so far in one write. Under load many frames share a syscall;
 //! when idle the buffers are released so that a quiet connection keeps no memory.
+//!
+//! Every outbox counts itself and its queued bytes into process-wide totals per [`Class`]
+//! ([`totals`]), so that a gateway's or router's metrics show whether queues drain (a soak
+//! judges their growth) without each call site keeping its own gauge.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -19,6 +23,80 @@ pub struct Outbox {
     closed: Cell<bool>,
     limit: usize,
     keep_capacity: usize,
+    class: Class,
+    /// Queued bytes as last added to the totals.
+    counted: Cell<usize>,
+}
+
+/// What an outbox carries, for the process-wide totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A client connection's send queue.
+    Client = 0,
+    /// A link between processes (router <-> gateway), and anything else.
+    Link = 1,
+}
+
+/// Outboxes alive and bytes queued in them, over every thread of the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub outboxes: i64,
+    pub queued_bytes: i64,
+}
+
+/// The totals of one class of outboxes.
+pub fn totals(class: Class) -> Totals {
+    tally::totals(class as usize)
+}
+
+/// Per-thread counters, summed when read. Outboxes are shard-local, so each thread writes only
+/// its own slot (a plain load and store, no locked instruction or shared cache line on the
+/// message path); the admin thread reads them all.
+mod tally {
+    use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+
+    use super::Totals;
+
+    #[derive(Default)]
+    struct Slot {
+        outboxes: [AtomicI64; 2],
+        bytes: [AtomicI64; 2],
+    }
+
+    static SLOTS: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
+
+    thread_local! {
+        static MINE: Arc<Slot> = {
+            let s = Arc::new(Slot::default());
+            SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(s.clone());
+            s
+        };
+    }
+
+    fn bump(pick: impl FnOnce(&Slot) -> &AtomicI64, delta: i64) {
+        // During thread teardown the slot may be gone; losing that last figure is harmless.
+        let _ = MINE.try_with(|s| {
+            let a = pick(s);
+            a.store(a.load(Relaxed) + delta, Relaxed);
+        });
+    }
+
+    pub(super) fn outboxes(class: usize, delta: i64) {
+        bump(|s| &s.outboxes[class], delta);
+    }
+
+    pub(super) fn bytes(class: usize, delta: i64) {
+        bump(|s| &s.bytes[class], delta);
+    }
+
+    pub(super) fn totals(class: usize) -> Totals {
+        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        slots.iter().fold(Totals::default(), |t, s| Totals {
+            outboxes: t.outboxes + s.outboxes[class].load(Relaxed),
+            queued_bytes: t.queued_bytes + s.bytes[class].load(Relaxed),
+        })
+    }
 }
 
 /// Why [`Outbox::push`] refused bytes.
@@ -31,15 +109,36 @@ pub enum PushError {
 }
 
 impl Outbox {
+    /// A link's outbox ([`Class::Link`]).
     /// `limit`: bytes that may wait before pushes are refused (the slow-consumer bound).
     /// `keep_capacity`: buffers larger than this are freed once drained.
     pub fn new(limit: usize, keep_capacity: usize) -> Self {
+        Self::with_class(Class::Link, limit, keep_capacity)
+    }
+
+    /// A client connection's outbox ([`Class::Client`]); otherwise as [`Outbox::new`].
+    pub fn for_client(limit: usize, keep_capacity: usize) -> Self {
+        Self::with_class(Class::Client, limit, keep_capacity)
+    }
+
+    fn with_class(class: Class, limit: usize, keep_capacity: usize) -> Self {
+        tally::outboxes(class as usize, 1);
         Outbox {
             buf: RefCell::new(BytesMut::new()),
             signal: Signal::default(),
             closed: Cell::new(false),
             limit,
             keep_capacity,
+            class,
+            counted: Cell::new(0),
+        }
+    }
+
+    /// Brings the totals up to date with `len` bytes queued now.
+    fn account(&self, len: usize) {
+        let before = self.counted.replace(len);
+        if before != len {
+            tally::bytes(self.class as usize, len as i64 - before as i64);
         }
     }
 
@@ -53,7 +152,9 @@ impl Outbox {
             return Err(PushError::Full);
         }
         f(&mut buf);
+        let len = buf.len();
         drop(buf);
+        self.account(len);
         self.signal.raise();
         Ok(())
     }
@@ -84,13 +185,19 @@ impl Outbox {
         let mut buf = self.buf.borrow_mut();
         buf.clear();
         f(&mut buf);
+        let len = buf.len();
         drop(buf);
+        self.account(len);
         self.close();
     }
 
     /// Moves everything queued into `out` (for writers that transform bytes, e.g. TLS).
     pub fn take_into(&self, out: &mut BytesMut) {
-        std::mem::swap(out, &mut *self.buf.borrow_mut());
+        let mut buf = self.buf.borrow_mut();
+        std::mem::swap(out, &mut *buf);
+        let len = buf.len();
+        drop(buf);
+        self.account(len);
     }
 
     /// Wakes the writer without queuing anything (e.g. TLS has records of its own to send).
@@ -107,6 +214,7 @@ impl Outbox {
     pub fn fail(&self) {
         self.closed.set(true);
         self.buf.borrow_mut().clear();
+        self.account(0);
     }
 
     /// The writer loop: sends queued bytes until closed and drained, or the socket fails.
@@ -121,16 +229,53 @@ impl Outbox {
                 continue;
             }
             std::mem::swap(&mut out, &mut *self.buf.borrow_mut());
+            // Handed to the socket: no longer queued here, whether or not the write completes.
+            self.account(0);
             let res = stream.write_all(&out).await;
             out.clear();
             if out.capacity() > self.keep_capacity {
                 out = BytesMut::new();
             }
             if let Err(e) = res {
-                self.closed.set(true);
-                self.buf.borrow_mut().clear();
+                self.fail();
                 return Err(e);
             }
         }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.account(0);
+        tally::outboxes(self.class as usize, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The only test in this crate that makes client outboxes, so the totals are its own.
+    #[test]
+    fn totals_follow_queued_bytes_and_live_outboxes() {
+        let before = totals(Class::Client);
+        let a = Outbox::for_client(1 << 20, 1024);
+        let b = Outbox::for_client(1 << 20, 1024);
+        a.push(|buf| buf.extend_from_slice(&[0; 100])).unwrap();
+        b.push(|buf| buf.extend_from_slice(&[0; 7])).unwrap();
+        let t = totals(Class::Client);
+        assert_eq!(t.outboxes - before.outboxes, 2);
+        assert_eq!(t.queued_bytes - before.queued_bytes, 107);
+        let mut out = BytesMut::new();
+        a.take_into(&mut out);
+        assert_eq!(totals(Class::Client).queued_bytes - before.queued_bytes, 7);
+        b.replace_and_close(|buf| buf.extend_from_slice(&[0; 3]));
+        assert_eq!(totals(Class::Client).queued_bytes - before.queued_bytes, 3);
+        // Dropped with bytes still queued (a connection that ended before they went out).
+        drop(b);
+        a.push(|buf| buf.extend_from_slice(&[0; 5])).unwrap();
+        a.fail();
+        drop(a);
+        assert_eq!(totals(Class::Client), before);
     }
 }
