@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+// `system-alloc` leaves the process on the system allocator, whose calls valgrind and
+// LeakSanitizer intercept (mimalloc takes its memory from mmap, out of their sight).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
