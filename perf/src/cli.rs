@@ -48,6 +48,10 @@ pub enum Command {
     /// Start Connect and the Socket.IO peer in turn on this machine, load both with the same
     /// schedule and write the side-by-side figures.
     Compare(crate::compare::CompareArgs),
+    /// Faults under load (issue 7): for each fault a fresh local stack, load with the exact
+    /// ledger, the fault, then the invariants and the recovery time against its bound. Exits 1
+    /// if any invariant fails or a bound is exceeded.
+    Faults(crate::faults::FaultsArgs),
     /// Draw the SVG plots again from a JSON report of `perf load`, `run` or `compare`.
     Plot(crate::replot::PlotArgs),
     /// One process of a multi-process `perf load` (started by perf itself; reads its part of
@@ -117,6 +121,10 @@ pub struct LoadArgs {
     /// disjoint users. A multiple of 2 x devices.
     #[arg(long, env = "PERF_FIRST_CLIENT", default_value_t = 0)]
     pub first_client: usize,
+    /// Keep the exact ledger (every send and receipt by id) and check issue 7's invariants
+    /// after the run; one load process only.
+    #[arg(long, env = "PERF_LEDGER")]
+    pub ledger: bool,
 }
 
 /// A gateway URL, checked.
@@ -152,6 +160,12 @@ pub struct LoadConfig {
     pub offset: usize,
     /// Source address to bind before connecting (workers of a multi-process run).
     pub source_ip: Option<std::net::IpAddr>,
+    /// Keep the exact ledger (`crate::ledger`).
+    #[serde(default)]
+    pub ledger: bool,
+    /// Redial dropped connections (`perf faults`).
+    #[serde(default)]
+    pub reconnect: bool,
 }
 
 impl LoadArgs {
@@ -206,6 +220,12 @@ impl LoadArgs {
                 self.first_client
             ));
         }
+        if self.ledger && processes > 1 {
+            errs.push(format!(
+                "--ledger: one load process only ({processes} needed for --clients {})",
+                self.clients
+            ));
+        }
         if processes > 250 {
             errs.push(format!("--processes {processes}: at most 250"));
         }
@@ -257,6 +277,8 @@ impl LoadArgs {
             plot: self.plot.clone(),
             offset: self.first_client,
             source_ip: None,
+            ledger: self.ledger,
+            reconnect: false,
         })
     }
 }

@@ -277,6 +277,7 @@ fn load_config(
         hdr_log: None,
         plot: None,
         first_client: 0,
+        ledger: false,
     }
     .validate(fd_limit)
     .map_err(|e| anyhow::anyhow!(e.join("; ")))

@@ -55,6 +55,9 @@ pub struct Dial {
     pub dialect: Dialect,
     /// Local address to bind before connecting (several source addresses widen the port space).
     pub source_ip: Option<IpAddr>,
+    /// Gateways a dropped connection redials, in turn from the one after its own (`perf
+    /// faults`); empty: a dropped connection stays down, as a measurement run wants.
+    pub reconnect: Vec<Arc<Target>>,
 }
 
 impl Dial {
@@ -89,7 +92,7 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// The whole life of one connection. Never fails: every problem ends up in the stats.
 pub async fn run(
-    spec: Spec,
+    mut spec: Spec,
     shared: Arc<Shared>,
     dial: Arc<Dial>,
     bells: Bells,
@@ -129,21 +132,70 @@ pub async fn run(
         up: true,
     });
 
-    let mut session = Session::new(shared.clone(), spec.index, spec.peer);
-    let stopped = drive(
-        &mut ws,
-        &mut session,
-        &bells[spec.index],
-        &mut ctrl,
-        dial.dialect,
-    )
-    .await;
-    session.finish();
-    if stopped {
-        // Best effort: the server learns the session is over without waiting for a timeout.
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-    } else {
+    let mut session = Session::new(shared.clone(), spec.index, spec.peer.clone());
+    session.opened(clock::now_ns());
+    loop {
+        let stopped = drive(
+            &mut ws,
+            &mut session,
+            &bells[spec.index],
+            &mut ctrl,
+            dial.dialect,
+        )
+        .await;
+        if stopped {
+            // Best effort: the server learns the session is over without waiting for a timeout.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            break;
+        }
         stats.bump(|c| &c.disconnects);
+        session.closed(clock::now_ns(), true);
+        match redial(&mut spec, &dial, &mut ctrl).await {
+            Some(again) => {
+                ws = again;
+                stats.bump(|c| &c.reconnects);
+                session.opened(clock::now_ns());
+            }
+            None => break,
+        }
+    }
+    session.finish();
+}
+
+/// Dials the next gateway after a dropped connection, as a client behind a load balancer would:
+/// after a short jittered pause, then every half second, until it is up (`Some`) or the run stops
+/// (`None`). Nothing is redialled unless the run asked for it (`Dial::reconnect`).
+async fn redial(spec: &mut Spec, dial: &Dial, ctrl: &mut watch::Receiver<Control>) -> Option<Ws> {
+    let n = dial.reconnect.len();
+    if n == 0 {
+        return None;
+    }
+    let mut at = dial
+        .reconnect
+        .iter()
+        .position(|t| Arc::ptr_eq(t, &spec.target))
+        .unwrap_or(0);
+    let jitter = 200 + (spec.index as u64 * 7919) % 300;
+    let mut pause = Duration::from_millis(jitter);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            changed = ctrl.changed() => {
+                if changed.is_err() || *ctrl.borrow_and_update() == Control::Stop {
+                    return None;
+                }
+                continue;
+            }
+        }
+        if *ctrl.borrow() == Control::Stop {
+            return None;
+        }
+        at = (at + 1) % n;
+        spec.target = dial.reconnect[at].clone();
+        if let Ok(Ok(ws)) = tokio::time::timeout(dial.timeout, open(spec, dial)).await {
+            return Some(ws);
+        }
+        pause = Duration::from_millis(500);
     }
 }
 

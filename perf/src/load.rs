@@ -38,7 +38,17 @@ impl Role {
     }
 }
 
-pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
+pub async fn run(cfg: &LoadConfig, role: Role) -> anyhow::Result<Measured> {
+    run_with(cfg, role, None).await
+}
+
+/// [`run`], telling `on_start` when the schedule starts (ns on the shared clock), so a caller can
+/// time events (faults) against it.
+pub async fn run_with(
+    cfg: &LoadConfig,
+    mut role: Role,
+    on_start: Option<std::sync::mpsc::Sender<u64>>,
+) -> anyhow::Result<Measured> {
     let targets = resolve(cfg).await?;
     let schedule = Schedule::new(cfg.rate, cfg.clients, cfg.warmup, cfg.duration);
     let shared = Arc::new(Shared {
@@ -48,6 +58,9 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
         dialect: cfg.dialect,
         devices: cfg.devices,
         offset: cfg.offset,
+        ledger: cfg
+            .ledger
+            .then(|| std::sync::Mutex::new(vec![None; cfg.clients])),
     });
     let spacing_ns = if cfg.connect_rate > 0.0 {
         (1e9 / cfg.connect_rate) as u64
@@ -61,6 +74,11 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
         spacing_ns,
         dialect: cfg.dialect,
         source_ip: cfg.source_ip,
+        reconnect: if cfg.reconnect {
+            targets.clone()
+        } else {
+            Vec::new()
+        },
     });
     // Tokens outlive the whole run: dialling, warm-up, measuring, grace, plus an hour's slack.
     let run_secs = (spacing_ns as f64 * cfg.clients as f64 / 1e9) as u64
@@ -141,6 +159,9 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
     };
     let end_ns = start_ns + shared.schedule.end_ns();
     let _ = ctrl_tx.send(Control::Run { start_ns });
+    if let Some(tx) = on_start {
+        let _ = tx.send(start_ns);
+    }
     let cpu_before = process_cpu_ns();
     let pacer = Pacer::spawn(shared.schedule.clone(), start_ns, bells)
         .context("starting the pacer thread")?;
@@ -202,6 +223,12 @@ pub async fn run(cfg: &LoadConfig, mut role: Role) -> anyhow::Result<Measured> {
         connect_phase_ns,
         generator_cpu_ns,
         ticks: ticker.ticks,
+        start_ns,
+        offset: cfg.offset,
+        books: shared
+            .ledger
+            .as_ref()
+            .map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner()))),
     })
 }
 

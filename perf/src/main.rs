@@ -11,9 +11,10 @@
 //! perf load --url ws://127.0.0.1:8080/ws [--url ws://...] --secret S --clients 1000 \
 //!           --rate 20000 --duration 10 [--warmup 2] [--body-bytes 100] [--devices K] \
 //!           [--processes N] [--protocol connect|socketio] [--json out.json] \
-//!           [--hdr-log DIR] [--plot DIR]
+//!           [--hdr-log DIR] [--plot DIR] [--ledger]
 //! perf run --scenario steady|idle|storm|sweep [--clients N] [--rate R] [--gateways G] ...
 //! perf compare [--quick] --json compare.json [--plot DIR]
+//! perf faults [--quick] [--only gateway-kill,router-stop,...] [--json faults.json]
 //! perf plot --from report.json --out DIR
 //! ```
 //!
@@ -35,6 +36,8 @@
 //! * `plan`: users, partners and which gateway each connection dials.
 //! * `protocol`: the frames perf writes (with the probe body) and parses.
 //! * `order`: per-sender sequence tracking (late and duplicate messages).
+//! * `ledger`: the exact ledger (`--ledger`): every send and receipt by id, and the check of
+//!   the delivery invariants after a run.
 //! * `stats`: shared counters, tallies and striped HdrHistograms.
 //! * `report`: the final figures as a table and as JSON.
 //! * `clock`: the process-wide time base all timestamps count from.
@@ -48,13 +51,17 @@
 //! * `plot`: SVG plots and HdrHistogram interval logs.
 //! * `compare`: `perf compare`: Connect and the Socket.IO peer (`perf/socketio/`) side by side.
 //! * `replot`: `perf plot`: the plots again from a saved JSON report.
+//! * `faults`: `perf faults`: each fault of issue 7 under load on its own local stack, checked
+//!   by the ledger, recovery measured against a bound; the mid-frame link-reset proxy.
 
 mod cli;
 mod clock;
 mod compare;
 mod conn;
 mod eio;
+mod faults;
 mod fdlimit;
+mod ledger;
 mod load;
 mod multi;
 mod order;
@@ -137,6 +144,14 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => {
             let fd_limit = fdlimit::raise().context("reading the open-file limit")?;
             compare::run(&args, fd_limit)
+        }
+        Command::Faults(args) => {
+            let fd_limit = fdlimit::raise().context("reading the open-file limit")?;
+            if !faults::run(&args, fd_limit)? {
+                eprintln!("perf faults: FAILED (an invariant or a recovery bound)");
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Plot(args) => replot::run(&args),
         Command::Worker => {

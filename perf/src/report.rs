@@ -78,6 +78,15 @@ pub struct Measured {
     pub generator_cpu_ns: u64,
     /// One interval a second from the start.
     pub ticks: Vec<Tick>,
+    /// When the schedule started, ns on the shared clock.
+    #[serde(default)]
+    pub start_ns: u64,
+    /// Global index of the first connection (`--first-client`).
+    #[serde(default)]
+    pub offset: usize,
+    /// The exact ledger's books (`--ledger`, one process only), by connection index.
+    #[serde(skip)]
+    pub books: Option<Vec<Option<crate::ledger::ClientBook>>>,
 }
 
 /// One second of a run: counts so far and the latencies recorded in that second.
@@ -306,6 +315,9 @@ pub struct Report {
     /// read every figure next to it.
     pub loadavg_start: String,
     pub loadavg_end: String,
+    /// The exact ledger's verdict (`--ledger`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<crate::ledger::LedgerReport>,
     /// What the report was built from (interval logs and plots use it).
     #[serde(skip)]
     pub raw: Option<Box<Measured>>,
@@ -313,6 +325,10 @@ pub struct Report {
 
 impl Report {
     pub fn build(config: RunConfig, m: &Measured) -> Self {
+        let ledger = m.books.as_ref().map(|b| {
+            let w = crate::ledger::Window::default();
+            crate::ledger::check(b, m.offset, config.devices, w)
+        });
         let c = &m.counts;
         // Sends that went out after the scheduled end stretch the window: the achieved rate
         // then shows the generator (or the server's back-pressure) fell behind.
@@ -411,7 +427,11 @@ impl Report {
             timeline,
             loadavg_start: String::new(),
             loadavg_end: String::new(),
-            raw: Some(Box::new(m.clone())),
+            ledger,
+            raw: Some(Box::new(Measured {
+                books: None,
+                ..m.clone()
+            })),
         }
     }
 
@@ -432,6 +452,7 @@ impl Report {
             && m.silent_receivers == 0
             && self.errors.error_frames == 0
             && self.errors.bad_frames == 0
+            && self.ledger.as_ref().is_none_or(|l| l.ok())
     }
 
     /// The human-readable form.
@@ -522,6 +543,10 @@ impl Report {
                 q.count
             );
         }
+        if let Some(l) = &self.ledger {
+            s += "\n";
+            s += &l.table();
+        }
         let _ = writeln!(
             s,
             "\nload average {} at the start, {} at the end",
@@ -607,6 +632,9 @@ mod tests {
             connect_phase_ns: 500_000_000,
             generator_cpu_ns: 0,
             ticks: vec![],
+            start_ns: 0,
+            offset: 0,
+            books: None,
         }
     }
 

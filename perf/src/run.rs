@@ -172,6 +172,7 @@ impl RunArgs {
             hdr_log: None,
             plot: None,
             first_client: 0,
+            ledger: false,
         }
     }
 }

@@ -3,9 +3,10 @@
 //! out what it hands back, so everything here is tested without a socket.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::clock::micros_between;
+use crate::ledger::{ClientBook, Status};
 use crate::order::{Seen, SeqTracker};
 use crate::protocol::{AckStatus, Dialect, ServerFrame};
 use crate::schedule::Schedule;
@@ -23,6 +24,8 @@ pub struct Shared {
     pub devices: usize,
     /// Global index of this process's connection 0 (several perf processes split one run).
     pub offset: usize,
+    /// The exact ledger (`--ledger`): each connection's book, handed in when it finishes.
+    pub ledger: Option<Mutex<Vec<Option<ClientBook>>>>,
 }
 
 impl Shared {
@@ -55,12 +58,18 @@ pub struct Session {
     from: HashMap<u64, SeqTracker>,
     /// Distinct probes received.
     received: u64,
+    /// This connection's part of the ledger, if the run keeps one.
+    book: Option<ClientBook>,
 }
 
 impl Session {
     /// Connection `index` (which picks its schedule slots), sending to `peer`.
     pub fn new(shared: Arc<Shared>, index: usize, peer: String) -> Self {
         let total = shared.schedule.sends_for(index);
+        let book = shared
+            .ledger
+            .as_ref()
+            .map(|_| ClientBook::new(shared.offset + index, total));
         Session {
             shared,
             index,
@@ -71,6 +80,30 @@ impl Session {
             pending: HashMap::new(),
             from: HashMap::new(),
             received: 0,
+            book,
+        }
+    }
+
+    /// A session (the first, or a reconnect) is up.
+    pub fn opened(&mut self, now_ns: u64) {
+        if let Some(b) = &mut self.book {
+            b.opened(now_ns);
+        }
+    }
+
+    /// The connection ended (`lost`: not by the harness's choice). Its outstanding sends can
+    /// get no ack any more: they count as missing; a reconnect starts from a clean slate.
+    pub fn closed(&mut self, now_ns: u64, lost: bool) {
+        let stats = &self.shared.stats;
+        stats.add(|c| &c.missing_acks, self.pending.len() as u64);
+        self.pending.clear();
+        stats.add(
+            |c| &c.gaps,
+            self.from.values().map(SeqTracker::missing).sum(),
+        );
+        self.from.clear();
+        if let Some(b) = &mut self.book {
+            b.closed(now_ns, lost);
         }
     }
 
@@ -99,6 +132,9 @@ impl Session {
             sh.dialect
                 .encode_send(&mut frame, &self.peer, seq, due, conn, sh.body_bytes);
             out.push(frame);
+            if let Some(b) = &mut self.book {
+                b.sent(seq, due, now_ns);
+            }
             self.pending.insert(seq, due);
             self.next_k += 1;
             stats.bump(|c| &c.sent);
@@ -126,6 +162,14 @@ impl Session {
         };
         match frame {
             ServerFrame::Ack { id, status, reason } => {
+                if let (Some(b), Some(id)) = (&mut self.book, id) {
+                    let st = match status {
+                        AckStatus::Delivered => Status::Delivered,
+                        AckStatus::Offline => Status::Offline,
+                        AckStatus::Failed => Status::Failed,
+                    };
+                    b.acked(id, st, reason.as_deref(), now_ns);
+                }
                 let Some(intended) = id.and_then(|id| self.pending.remove(&id)) else {
                     stats.bump(|c| &c.unexpected_acks);
                     return;
@@ -150,6 +194,9 @@ impl Session {
                 stats.bump(|c| &c.received);
                 // Older probes carry no sender connection: one sender per recipient then.
                 let sender = probe.c.unwrap_or(u64::MAX);
+                if let Some(b) = &mut self.book {
+                    b.received(sender, probe.s);
+                }
                 let seen = self.from.entry(sender).or_default().observe(probe.s);
                 match seen {
                     Seen::InOrder => {}
@@ -171,6 +218,9 @@ impl Session {
             ServerFrame::Error { id, code } => {
                 stats.bump(|c| &c.error_frames);
                 stats.tally(Tally::ErrorCode, &code);
+                if let (Some(b), Some(id)) = (&mut self.book, id) {
+                    b.acked(id, Status::Error, Some(&code), now_ns);
+                }
                 // An error answering one of our sends replaces its ack.
                 if id.and_then(|id| self.pending.remove(&id)).is_some() {
                     stats.bump(|c| &c.send_errors);
@@ -209,6 +259,15 @@ impl Session {
         }
         self.pending.clear();
         self.next_k = self.total;
+        if let (Some(book), Some(ledger)) = (self.book.take(), &self.shared.ledger) {
+            if let Some(slot) = ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(self.index)
+            {
+                *slot = Some(book);
+            }
+        }
     }
 
     /// Whether a send intended at `ns` falls in the measured window.
@@ -239,6 +298,7 @@ mod tests {
             dialect: Dialect::Connect,
             devices: 1,
             offset: 0,
+            ledger: None,
         })
     }
 

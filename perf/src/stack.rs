@@ -1,6 +1,8 @@
 //! A local Connect stack that `perf run` starts and stops itself: a `redis-server` on a free
 //! port, one `router` and two `gateway`s (one shard each, rate limits raised so the load is not
-//! refused), all on loopback. Every child is killed when the `Stack` is dropped.
+//! refused), all on loopback; `perf faults` assembles its own from the same parts and signals
+//! or kills them by name. Every child is killed when the `Stack` is dropped. Servers' stderr
+//! goes to perf's with `PERF_STACK_LOGS=1`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
@@ -25,61 +27,120 @@ pub struct Stack {
 impl Stack {
     /// Starts Redis, a router and `gateways` gateways. `bin_dir` holds `router` and `gateway`.
     pub fn start(bin_dir: &Path, gateways: usize) -> anyhow::Result<Stack> {
-        let mut stack = Stack {
-            children: Vec::new(),
-            urls: Vec::new(),
-        };
+        let mut stack = Stack::empty();
         let redis_port = stack.start_redis()?;
         let registry = format!("redis://127.0.0.1:{redis_port}");
         let router_port = free_port()?;
-        stack.spawn(
-            "router",
+        stack.router(bin_dir, "router", router_port, &registry)?;
+        let routers = [format!("127.0.0.1:{router_port}")];
+        for i in 0..gateways {
+            stack.gateway(bin_dir, i, &routers, &registry)?;
+        }
+        // Let the gateways' router links come up before the first client registers.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(stack)
+    }
+
+    /// A stack with nothing started yet (`perf faults` assembles its own).
+    pub fn empty() -> Stack {
+        Stack {
+            children: Vec::new(),
+            urls: Vec::new(),
+        }
+    }
+
+    /// Starts a router (one shard, no admin port) on `port`.
+    pub fn router(
+        &mut self,
+        bin_dir: &Path,
+        name: &str,
+        port: u16,
+        registry: &str,
+    ) -> anyhow::Result<()> {
+        self.spawn(
+            name,
             Command::new(bin(bin_dir, "router")?).args([
                 "--listen",
-                &format!("127.0.0.1:{router_port}"),
+                &format!("127.0.0.1:{port}"),
                 "--registry",
-                &registry,
+                registry,
                 "--shards",
                 "1",
                 "--admin-listen",
                 "off",
             ]),
-            router_port,
-        )?;
-        for i in 0..gateways {
-            let port = free_port()?;
-            let internal = free_port()?;
-            stack.spawn(
-                &format!("gateway{i}"),
-                Command::new(bin(bin_dir, "gateway")?).args([
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--internal-listen",
-                    &format!("127.0.0.1:{internal}"),
-                    "--router",
-                    &format!("127.0.0.1:{router_port}"),
-                    "--registry",
-                    &registry,
-                    "--jwt-secret",
-                    SECRET,
-                    "--shards",
-                    "1",
-                    "--instance-id",
-                    &format!("perf-gw{i}"),
-                    "--msg-rate",
-                    "1000000",
-                    "--msg-burst",
-                    "1000000",
-                    "--admin-listen",
-                    "off",
-                ]),
-                port,
-            )?;
-            stack.urls.push(format!("ws://127.0.0.1:{port}/ws"));
+            port,
+        )
+    }
+
+    /// Starts gateway `i` (`gateway{i}`, one shard, rate limits raised so the load is not
+    /// refused) linked to `routers`; its client URL joins [`Stack::urls`].
+    pub fn gateway(
+        &mut self,
+        bin_dir: &Path,
+        i: usize,
+        routers: &[String],
+        registry: &str,
+    ) -> anyhow::Result<()> {
+        let port = free_port()?;
+        let internal = free_port()?;
+        let mut cmd = Command::new(bin(bin_dir, "gateway")?);
+        cmd.args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--internal-listen",
+            &format!("127.0.0.1:{internal}"),
+            "--registry",
+            registry,
+            "--jwt-secret",
+            SECRET,
+            "--shards",
+            "1",
+            "--instance-id",
+            &format!("perf-gw{i}"),
+            "--msg-rate",
+            "1000000",
+            "--msg-burst",
+            "1000000",
+            "--admin-listen",
+            "off",
+        ]);
+        for r in routers {
+            cmd.args(["--router", r]);
         }
-        // Let the gateways' router links come up before the first client registers.
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(stack)
+        self.spawn(&format!("gateway{i}"), &mut cmd, port)?;
+        self.urls.push(format!("ws://127.0.0.1:{port}/ws"));
+        Ok(())
+    }
+
+    /// Sends `signal` to the server named `name`.
+    pub fn signal(&self, name: &str, signal: libc::c_int) -> anyhow::Result<()> {
+        let (_, child) = self
+            .children
+            .iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("no server {name}"))?;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        if unsafe { libc::kill(child.id() as libc::pid_t, signal) } != 0 {
+            bail!(
+                "signal {signal} to {name}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Kills the server named `name` (SIGKILL) and reaps it.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .with_context(|| format!("no server {name}"))?;
+        let (_, mut child) = self.children.remove(i);
+        child.kill().with_context(|| format!("killing {name}"))?;
+        let _ = child.wait();
+        Ok(())
     }
 
     /// Starts redis-server and `servers` Socket.IO peer processes (`node server.js` in `dir`,
@@ -129,7 +190,7 @@ impl Stack {
         Ok(redis_port)
     }
 
-    fn spawn(&mut self, name: &str, cmd: &mut Command, port: u16) -> anyhow::Result<()> {
+    pub fn spawn(&mut self, name: &str, cmd: &mut Command, port: u16) -> anyhow::Result<()> {
         // Every server gets the hard open-file limit as its soft one (20,000 here), as a
         // service manager would give it, whatever the server does itself.
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
@@ -149,10 +210,14 @@ impl Stack {
                 Ok(())
             });
         }
+        if std::env::var_os("PERF_STACK_LOGS").is_some() {
+            cmd.stderr(Stdio::inherit());
+        } else {
+            cmd.stderr(Stdio::null());
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {name} ({cmd:?})"))?;
         self.children.push((name.to_string(), child));
@@ -212,7 +277,7 @@ fn npm_install(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A port free on 127.0.0.1 right now (bound and released; good enough on a test machine).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")
         .context("binding a free port")?
         .local_addr()?

@@ -71,6 +71,7 @@ macro_rules! counters {
 
         /// A snapshot of [`Counters`].
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
         pub struct Counts {
             $($(#[$doc])* pub $name: u64,)*
         }
@@ -97,6 +98,8 @@ counters! {
     connect_failed,
     /// Connections that closed or broke before the run told them to stop.
     disconnects,
+    /// Of those, connections redialled and up again (`perf faults` only).
+    reconnects,
     /// Sends written, warm-up included.
     sent,
     /// Sends whose intended time is in the measured window.
