@@ -6,8 +6,8 @@
 //!
 //! Recovery time: from the fault to the due time of the last bad send of the last disturbed
 //! 1-s window (from the fault on). A window is disturbed if one of its sends was not acked
-//! `delivered`, or more than 1% of them took longer than the normal ack latency (5x the ack P99
-//! before the fault, within 200 ms - 1 s); see `ledger::last_bad_send`. Every window after it
+//! `delivered`, or more than 10% of them took longer than the normal ack latency (5x the ack
+//! P99 before the fault, at least 1 s); see `ledger::last_bad_send`. Every window after it
 //! was clean. Load continues at least
 //! [`CLEAN_TAIL`] past the bound, so a system that never settles shows up as over its bound.
 
@@ -30,11 +30,9 @@ use crate::stack::{self, Stack};
 
 /// Load kept on after the bound, so a late relapse is seen.
 const CLEAN_TAIL: Duration = Duration::from_secs(5);
-/// Floor of the "normal" ack latency: a debug build on 2 shared cores has 10-50 ms hiccups.
-const NORMAL_FLOOR: Duration = Duration::from_millis(200);
-/// Ceiling of the "normal" ack latency: slower than this is a disturbance however slow the
-/// machine was before the fault.
-const NORMAL_CAP: Duration = Duration::from_secs(1);
+/// Floor of the "normal" ack latency: a debug build on 2 cores shared with other work stalls
+/// for hundreds of ms now and then (load averages of 10 were seen), fault or not.
+const NORMAL_FLOOR: Duration = Duration::from_secs(1);
 /// How long a stopped router stays stopped.
 const STOP_FOR: Duration = Duration::from_secs(5);
 /// `cluster-node-timeout` of the failover case: short, for a failover in seconds.
@@ -51,10 +49,10 @@ pub struct FaultsArgs {
     /// Fewer clients, a lower rate and shorter tails (CI).
     #[arg(long)]
     pub quick: bool,
-    /// Client connections (default 600; 400 with --quick).
+    /// Client connections (default 600; 300 with --quick).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// Sends per second over all clients (default 1500; 1000 with --quick).
+    /// Sends per second over all clients (default 1500; 600 with --quick).
     #[arg(long)]
     pub rate: Option<f64>,
     /// Seconds of load before the fault (default 5; 4 with --quick).
@@ -115,12 +113,15 @@ impl Fault {
             Fault::GatewayKill => 4,
             // The links to the dead router drop at once; the other router takes over.
             Fault::RouterKill => 2,
-            // Node timeout (1 s) + election (1-2 s) + the clients' slot-map refresh.
-            Fault::RedisFailover => 8,
+            // Node timeout (1 s) + election (1-2 s) + the clients' slot-map refresh + the
+            // gateways' rebuild and its second pass 3 s later (lazy cleanups that raced it).
+            Fault::RedisFailover => 10,
             // Redis restart + the registry clients' reconnect (backoff) + the gateways' rebuild.
             Fault::RedisRestart => 5,
-            // The stop itself (5 s) + the backlog.
-            Fault::RouterStop => 8,
+            // The gateways' stall verdict (--link-stall-ms 1 s, a probe ping at 0.5 s, then
+            // three 100 ms checks) steers new sends to the other router; sends already on the
+            // stopped one are failed then.
+            Fault::RouterStop => 3,
             // The links redial at once (50 ms backoff).
             Fault::LinkReset => 2,
         })
@@ -156,6 +157,9 @@ pub struct FaultResult {
     pub recovered_in_bound: bool,
     pub ok: bool,
     pub ledger: LedgerReport,
+    /// `/proc/loadavg` before the stack started and after the load ended.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     /// Outcomes per second of due time, from 2 s before the fault (`at_ms` from the fault).
     pub timeline: Vec<ledger::WindowCounts>,
     /// Why the run could not be judged, if it could not.
@@ -186,10 +190,8 @@ pub fn run(args: &FaultsArgs, fd_limit: u64) -> anyhow::Result<bool> {
         }
         v
     };
-    let clients = args.clients.unwrap_or(if args.quick { 400 } else { 600 });
-    let rate = args
-        .rate
-        .unwrap_or(if args.quick { 1000.0 } else { 1500.0 });
+    let clients = args.clients.unwrap_or(if args.quick { 300 } else { 600 });
+    let rate = args.rate.unwrap_or(if args.quick { 600.0 } else { 1500.0 });
     let fault_at =
         Duration::from_secs_f64(args.fault_at.unwrap_or(if args.quick { 4.0 } else { 5.0 }));
     if clients < 2 || !clients.is_multiple_of(2) || (clients as u64) * 2 + 200 > fd_limit {
@@ -219,6 +221,8 @@ pub fn run(args: &FaultsArgs, fd_limit: u64) -> anyhow::Result<bool> {
                 recovered_in_bound: false,
                 ok: false,
                 ledger: LedgerReport::default(),
+                loadavg_start: String::new(),
+                loadavg_end: String::new(),
                 timeline: Vec::new(),
                 error: Some(format!("{e:#}")),
             },
@@ -360,6 +364,7 @@ fn one(
     rate: f64,
     fault_at: Duration,
 ) -> anyhow::Result<FaultResult> {
+    let loadavg_start = crate::report::loadavg();
     let mut env = setup(f, bin_dir)?;
     let duration = fault_at + f.bound() + CLEAN_TAIL;
     let cfg = LoadConfig {
@@ -433,7 +438,7 @@ fn one(
     drop(env);
     let books = m.books.as_deref().unwrap_or_default();
     let p99 = ledger::ack_quantile(books, start_ns + 1_000_000_000, fault_ns, 0.99).unwrap_or(0);
-    let normal = (p99 * 5).clamp(NORMAL_FLOOR.as_nanos() as u64, NORMAL_CAP.as_nanos() as u64);
+    let normal = (p99 * 5).max(NORMAL_FLOOR.as_nanos() as u64);
     let last_bad = ledger::last_bad_send(books, fault_ns, normal, 1_000_000_000);
     let recovery_ns = last_bad.map_or(0, |t| t.saturating_sub(fault_ns));
     let window = Window {
@@ -479,6 +484,8 @@ fn one(
         recovered_in_bound: in_bound,
         ok: rep.ok() && in_bound,
         ledger: rep,
+        loadavg_start,
+        loadavg_end: crate::report::loadavg(),
         timeline,
         error: None,
     })
