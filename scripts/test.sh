@@ -28,5 +28,10 @@ for io in epoll seccomp; do
     echo "== end-to-end tests with CONNECT_E2E_IO=$io"
     CONNECT_E2E_IO=$io cargo test -p connect --test e2e --test ops --test registry --test hostile
 done
+# Issue 7's faults under load (kill -9 a gateway, a router, the Redis cluster master; Redis
+# restarted empty; a router stopped 5 s; a link reset mid-frame), each on its own local stack,
+# with the exact ledger's invariants and each fault's recovery bound (docs/reliability.md).
+echo "== faults under load: perf faults --quick"
+target/debug/perf faults --quick --retries 1 --json target/faults-quick.json
 echo "== browser test: the demo page in headless Chromium"
 scripts/browser-test.sh

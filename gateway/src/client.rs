@@ -607,7 +607,7 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
                 return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
             }
             shard.m().messages_in.inc();
-            let Some(link) = shard.pick_uplink(conn.uplink) else {
+            let Some(link) = shard.pick_uplink_for(conn.session, conn.uplink) else {
                 return conn.send_ack(shard, id, AckStatus::Failed, Some("no router available"));
             };
             let seq = conn.seq.get() + 1;

@@ -58,6 +58,11 @@ pub const DEFAULT_MSG_RATE: u32 = 20;
 pub const DEFAULT_LINK_KEEPALIVE_MS: u64 = 5_000;
 /// Token-bucket burst for sends.
 pub const DEFAULT_MSG_BURST: u32 = 60;
+/// A router that has answered nothing (not even a probe ping, which it answers as soon as it
+/// reads it) for this long after a send is judged stalled: its pending sends are failed and new
+/// sends go to another router until it speaks again. Well above a live router's pong time,
+/// well below the keep-alive's 15 s.
+pub const DEFAULT_LINK_STALL_MS: u64 = 1_000;
 
 /// Command-line flags of the `gateway` binary.
 #[derive(Parser, Debug, Clone)]
@@ -151,6 +156,11 @@ pub struct Args {
     /// dropped as stalled (its pending sends fail, the link reconnects).
     #[arg(long, env = "CONNECT_LINK_KEEPALIVE_MS", default_value_t = DEFAULT_LINK_KEEPALIVE_MS)]
     pub link_keepalive_ms: u64,
+    /// Milliseconds a router may stay silent (probed with a ping at half of it) after a send
+    /// before it counts as stalled: its pending sends are acked `failed` and new sends go to
+    /// another router until it answers again. 0: off (only the keep-alive drops the link).
+    #[arg(long, env = "CONNECT_LINK_STALL_MS", default_value_t = DEFAULT_LINK_STALL_MS)]
+    pub link_stall_ms: u64,
     /// Serve `GET /echo` without a token: an echo WebSocket on the same stack, limits and close
     /// handling as `/ws`, for conformance suites (Autobahn). Off by default; never in production.
     #[arg(long, env = "CONNECT_ECHO_ENDPOINT")]
@@ -214,6 +224,8 @@ pub struct Config {
     /// TLS on the client port, when --tls-cert/--tls-key are given.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub link_keepalive: Duration,
+    /// Silence after a send that makes a router link stalled (zero: never).
+    pub link_stall: Duration,
     /// Serve the `/echo` conformance endpoint.
     pub echo_endpoint: bool,
     /// Link authentication secret, if set.
@@ -416,6 +428,7 @@ impl Args {
             msg_burst: self.msg_burst,
             tls,
             link_keepalive: Duration::from_millis(self.link_keepalive_ms.max(100)),
+            link_stall: Duration::from_millis(self.link_stall_ms),
             echo_endpoint: self.echo_endpoint,
             link_secret: self.link_secret.map(|s| Arc::from(s.into_bytes())),
         })

@@ -35,6 +35,7 @@ pub struct Pending {
     conn: Weak<Conn>,
     id: Box<RawValue>,
     link: usize,
+    session: u64,
 }
 
 /// A presence request waiting for the router's answer.
@@ -59,6 +60,10 @@ pub struct Shard {
     pub handshakes: Cell<usize>,
     pub uplinks: Vec<Rc<Uplink>>,
     pending: RefCell<HashMap<u64, Pending>>,
+    /// Per session with sends in flight: the router link they are on and how many. A session
+    /// stays on that link until they are answered, so failing over (or back) never lets a later
+    /// send overtake an earlier one through another router.
+    routes: RefCell<HashMap<u64, (usize, u32)>>,
     presence: RefCell<HashMap<u64, PendingPresence>>,
     deadlines: RefCell<Deadlines>,
     next_msg: Cell<u64>,
@@ -88,12 +93,25 @@ impl Shard {
         x.max(1)
     }
 
-    /// The link a connection should send on: its preferred one, or the next that is up.
+    /// The link a request should go on: the preferred one, or the next that is up and not
+    /// stalled; failing that, the next that is up.
     pub fn pick_uplink(&self, preferred: usize) -> Option<&Rc<Uplink>> {
         let n = self.uplinks.len();
+        let from = |k: usize| &self.uplinks[(preferred + k) % n];
         (0..n)
-            .map(|k| &self.uplinks[(preferred + k) % n])
-            .find(|l| l.is_up())
+            .map(from)
+            .find(|l| l.is_up() && !l.is_stalled())
+            .or_else(|| (0..n).map(from).find(|l| l.is_up()))
+    }
+
+    /// The link session `session`'s next send goes on: the one its sends in flight are on, if
+    /// any (per-connection order), else as [`Shard::pick_uplink`].
+    pub fn pick_uplink_for(&self, session: u64, preferred: usize) -> Option<&Rc<Uplink>> {
+        let current = self.routes.borrow().get(&session).map(|r| r.0);
+        match current.map(|i| &self.uplinks[i]) {
+            Some(l) if l.is_up() => Some(l),
+            _ => self.pick_uplink(preferred),
+        }
     }
 
     /// Records a send handed to a router link; its outcome comes back through [`Shard::complete`].
@@ -106,8 +124,13 @@ impl Shard {
                 conn: Rc::downgrade(conn),
                 id: id.to_owned(),
                 link,
+                session: conn.session,
             },
         );
+        let mut routes = self.routes.borrow_mut();
+        let r = routes.entry(conn.session).or_insert((link, 0));
+        *r = (link, r.1 + 1);
+        drop(routes);
         self.deadlines
             .borrow_mut()
             .push(Instant::now() + self.cfg.send_timeout, msg_id);
@@ -188,6 +211,14 @@ impl Shard {
             return;
         };
         self.m().pending_sends.dec();
+        let mut routes = self.routes.borrow_mut();
+        if let Some(r) = routes.get_mut(&p.session) {
+            r.1 = r.1.saturating_sub(1);
+            if r.1 == 0 {
+                routes.remove(&p.session);
+            }
+        }
+        drop(routes);
         if let Some(conn) = p.conn.upgrade() {
             conn.send_ack(self, &p.id, status, reason);
         }
@@ -303,6 +334,7 @@ pub async fn run(
         handshakes: Cell::new(0),
         uplinks,
         pending: RefCell::new(HashMap::new()),
+        routes: RefCell::new(HashMap::new()),
         presence: RefCell::new(HashMap::new()),
         deadlines: RefCell::new(Deadlines::default()),
         next_msg: Cell::new(1),
@@ -370,7 +402,19 @@ async fn drain(shard: &Rc<Shard>) {
 async fn deadline_loop(shard: Rc<Shard>) {
     loop {
         sleep(DEADLINE_TICK).await;
-        shard.expire(Instant::now());
+        let now = Instant::now();
+        shard.expire(now);
+        for l in &shard.uplinks {
+            if l.check_stall(shard.cfg.link_stall, now) {
+                tracing::warn!(
+                    shard = shard.id,
+                    router = %l.addr,
+                    "router silent for {:?} after a send; failing its pending sends and sending elsewhere",
+                    shard.cfg.link_stall
+                );
+                shard.fail_link(l.idx, "router stalled");
+            }
+        }
     }
 }
 

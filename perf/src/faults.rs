@@ -61,6 +61,11 @@ pub struct FaultsArgs {
     /// Directory holding the `router` and `gateway` binaries (default: perf's own).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Runs again a fault whose invariants held but whose recovery was over its bound, up to
+    /// this many times (a stall of the shared machine looks like a slow recovery). Every run is
+    /// reported; the last one counts.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
 }
 
 /// The faults, in the order they run.
@@ -162,6 +167,8 @@ pub struct FaultResult {
     pub loadavg_end: String,
     /// Outcomes per second of due time, from 2 s before the fault (`at_ms` from the fault).
     pub timeline: Vec<ledger::WindowCounts>,
+    /// 1 for the first run of this fault, 2 for its repeat.
+    pub attempt: u32,
     /// Why the run could not be judged, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -199,49 +206,70 @@ pub fn run(args: &FaultsArgs, fd_limit: u64) -> anyhow::Result<bool> {
     }
     let mut results = Vec::new();
     for f in faults {
-        eprintln!("perf faults: == {} ({})", f.name(), f.what());
-        let r = match one(f, &bin_dir, clients, rate, fault_at) {
-            Ok(r) => r,
-            Err(e) => FaultResult {
-                fault: f.name().into(),
-                what: f.what().into(),
-                clients,
-                rate,
-                fault_at_s: fault_at.as_secs_f64(),
-                normal_ack_ms: 0.0,
-                recovery_s: None,
-                bound_s: f.bound().as_secs_f64(),
-                sends: 0,
-                delivered: 0,
-                offline: 0,
-                failed: 0,
-                errors: 0,
-                reconnects: 0,
-                ledger_ok: false,
-                recovered_in_bound: false,
-                ok: false,
-                ledger: LedgerReport::default(),
-                loadavg_start: String::new(),
-                loadavg_end: String::new(),
-                timeline: Vec::new(),
-                error: Some(format!("{e:#}")),
-            },
-        };
-        eprint!("{}", r.ledger.table());
-        if let Some(e) = &r.error {
-            eprintln!("perf faults: {}: {e}", r.fault);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            eprintln!("perf faults: == {} ({})", f.name(), f.what());
+            let mut r = match one(f, &bin_dir, clients, rate, fault_at) {
+                Ok(r) => r,
+                Err(e) => FaultResult {
+                    fault: f.name().into(),
+                    what: f.what().into(),
+                    clients,
+                    rate,
+                    fault_at_s: fault_at.as_secs_f64(),
+                    normal_ack_ms: 0.0,
+                    recovery_s: None,
+                    bound_s: f.bound().as_secs_f64(),
+                    sends: 0,
+                    delivered: 0,
+                    offline: 0,
+                    failed: 0,
+                    errors: 0,
+                    reconnects: 0,
+                    ledger_ok: false,
+                    recovered_in_bound: false,
+                    ok: false,
+                    ledger: LedgerReport::default(),
+                    loadavg_start: String::new(),
+                    loadavg_end: String::new(),
+                    timeline: Vec::new(),
+                    error: Some(format!("{e:#}")),
+                    attempt: 0,
+                },
+            };
+            r.attempt = attempt;
+            eprint!("{}", r.ledger.table());
+            if let Some(e) = &r.error {
+                eprintln!("perf faults: {}: {e}", r.fault);
+            }
+            // A recovery time over its bound may be the shared machine's stall rather than the
+            // fault's: such a run is repeated (`--retries`); a broken invariant never is.
+            let again = r.ledger_ok && !r.recovered_in_bound && attempt <= args.retries;
+            results.push(r);
+            if !again {
+                break;
+            }
+            eprintln!("perf faults: {} over its bound; running it again", f.name());
         }
-        results.push(r);
     }
     print!("{}", table(&results));
     crate::write_json(args.json.as_deref(), &results)?;
-    Ok(results.iter().all(|r| r.ok))
+    // Each fault is judged by its last attempt.
+    let mut last: Vec<&FaultResult> = Vec::new();
+    for r in &results {
+        match last.iter_mut().find(|l| l.fault == r.fault) {
+            Some(l) => *l = r,
+            None => last.push(r),
+        }
+    }
+    Ok(last.iter().all(|r| r.ok))
 }
 
 /// The summary table.
 fn table(results: &[FaultResult]) -> String {
     let mut s = format!(
-        "{:<15} {:>7} {:>9} {:>7} {:>6} {:>9} {:>11} {:>9} {:>6}  ok\n",
+        "{:<17} {:>7} {:>9} {:>7} {:>6} {:>9} {:>11} {:>9} {:>6}  ok\n",
         "fault",
         "sends",
         "delivered",
@@ -258,8 +286,12 @@ fn table(results: &[FaultResult]) -> String {
             None => "-".into(),
         };
         s += &format!(
-            "{:<15} {:>7} {:>9} {:>7} {:>6} {:>9} {:>11} {:>9.0} {:>6}  {}\n",
-            r.fault,
+            "{:<17} {:>7} {:>9} {:>7} {:>6} {:>9} {:>11} {:>9.0} {:>6}  {}\n",
+            if r.attempt > 1 {
+                format!("{} (#{})", r.fault, r.attempt)
+            } else {
+                r.fault.clone()
+            },
             r.sends,
             r.delivered,
             r.offline,
@@ -488,6 +520,7 @@ fn one(
         loadavg_end: crate::report::loadavg(),
         timeline,
         error: None,
+        attempt: 1,
     })
 }
 
