@@ -25,7 +25,8 @@
 # SOAK_CHURN_RATE (200), SOAK_CHURN_SECONDS (3), SOAK_SAMPLE_S (5; 1 under 2 minutes),
 # SOAK_WARMUP_S (min(120, a third of the run)), SOAK_SWEEP_START (2500), SOAK_SWEEP_STEP (2500),
 # SOAK_SWEEP_LIMIT (40000), SOAK_SWEEP_P99_MS (100), SOAK_OUT (target/soak/<UTC time>),
-# SOAK_NO_BUILD=1 (use the binaries already in target/release).
+# SOAK_PROFILE (release; debug for a quick smoke on the test build), SOAK_NO_BUILD=1 (use the
+# binaries already in target/SOAK_PROFILE).
 #
 # Writes into SOAK_OUT: samples.csv, summary.txt (also printed), summary.json, soak.svg (RSS and
 # open files over time), sweep.txt, the perf reports (sweep-RATE-TRY.json, soak.json,
@@ -49,7 +50,8 @@ SWEEP_STEP=${SOAK_SWEEP_STEP:-2500}
 SWEEP_LIMIT=${SOAK_SWEEP_LIMIT:-40000}
 SWEEP_P99_MS=${SOAK_SWEEP_P99_MS:-100}
 OUT=${SOAK_OUT:-target/soak/$(date -u +%Y%m%dT%H%M%SZ)}
-BIN=target/release
+PROFILE=${SOAK_PROFILE:-release}
+BIN=target/$PROFILE
 SECRET=soak-secret-0123456789
 export CONNECT_LINK_SECRET=soak-link-secret-0123456789
 # Far above the churn's first user (u500000 with 1,000,000 as first client), so they never meet.
@@ -60,8 +62,12 @@ OUT=$(cd "$OUT" && pwd)
 log() { echo "soak: $(date -u +%H:%M:%S) $*" >&2; }
 
 if [[ ${SOAK_NO_BUILD:-0} != 1 ]]; then
-    log "building release binaries"
-    cargo build --release -p gateway -p router -p perf
+    log "building $PROFILE binaries"
+    if [[ $PROFILE == release ]]; then
+        cargo build --release -p gateway -p router -p perf
+    else
+        cargo build -p gateway -p router -p perf
+    fi
 fi
 for b in gateway router perf; do
     [[ -x $BIN/$b ]] || { echo "soak: $BIN/$b missing" >&2; exit 2; }
