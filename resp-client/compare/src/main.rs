@@ -256,14 +256,24 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                     let (now, ttl) = (now_ms(), Int::from(60_000));
                     let k = key.as_bytes();
                     b.push(&[b"ZREMRANGEBYSCORE", k, b"-inf", Int::from(now).as_ref()]);
-                    b.push(&[b"ZADD", k, Int::from(now + 60_000).as_ref(), member.as_bytes()]);
+                    b.push(&[
+                        b"ZADD",
+                        k,
+                        Int::from(now + 60_000).as_ref(),
+                        member.as_bytes(),
+                    ]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
                 }
                 Op::Refresh { key, member } => {
                     let (now, ttl) = (now_ms(), Int::from(60_000));
                     let k = key.as_bytes();
-                    b.push(&[b"ZADD", k, Int::from(now + 60_000).as_ref(), member.as_bytes()]);
+                    b.push(&[
+                        b"ZADD",
+                        k,
+                        Int::from(now + 60_000).as_ref(),
+                        member.as_bytes(),
+                    ]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
                     b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
                 }
