@@ -95,7 +95,7 @@ callgrind)
         local a b name=$1
         a=$(ir "$1" "$2" "$3" "$SHORT" "$4")
         b=$(ir "$1" "$2" "$3" "$LONG" "$4")
-        [ "$4" = pipeline ] && name="$1/pipeline"
+        [ "$4" != tasks ] && name="$1/$4"
         echo "$name $2 $3 $((LONG - SHORT)) - - $(((b - a) / (LONG - SHORT)))"
     }
     for mix in $MIXES; do

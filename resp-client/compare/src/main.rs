@@ -47,6 +47,9 @@ struct Args {
     /// `tasks`: `depth` tasks, each awaiting its requests one by one. `pipeline`: one task
     /// queues `depth` operations, then awaits them all (redis-benchmark's `-P`).
     pipeline: bool,
+    /// `batch` (ours only): like `pipeline`, but the `depth` operations go into one `Batch`
+    /// with one future for all their replies (the analogue of `redis::pipe()`).
+    batch: bool,
 }
 
 fn parse_args() -> Args {
@@ -58,6 +61,7 @@ fn parse_args() -> Args {
         ops: 200_000,
         warmup: 20_000,
         pipeline: false,
+        batch: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,10 +80,11 @@ fn parse_args() -> Args {
             "--ops" => a.ops = v.parse().expect("--ops N"),
             "--warmup" => a.warmup = v.parse().expect("--warmup N"),
             "--style" => {
-                a.pipeline = match v.as_str() {
-                    "tasks" => false,
-                    "pipeline" => true,
-                    _ => panic!("--style tasks|pipeline"),
+                (a.pipeline, a.batch) = match v.as_str() {
+                    "tasks" => (false, false),
+                    "pipeline" => (true, false),
+                    "batch" => (true, true),
+                    _ => panic!("--style tasks|pipeline|batch"),
                 }
             }
             _ => panic!("unknown flag {flag}"),
@@ -176,7 +181,9 @@ fn report(a: &Args, o: &Outcome, ops: u64) {
     println!(
         "{}{} {} {} {} {:.3} {:.0} {:.0}",
         a.client,
-        if a.pipeline && a.client != "redis-benchmark" {
+        if a.batch {
+            "/batch"
+        } else if a.pipeline && a.client != "redis-benchmark" {
             "/pipeline"
         } else {
             ""
@@ -213,7 +220,10 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
     let (args, out) = (a.clone(), result.clone());
     runtime::shards::Shards::spawn("compare", 1, false, backend, move |_| async move {
         use resp_client::{Batch, Client, Config, Int};
-        let config = Config::from_url(&format!("redis://{}", args.addr)).unwrap();
+        let mut config = Config::from_url(&format!("redis://{}", args.addr)).unwrap();
+        // On a shared machine a batch can stall past the 1-s default: a timing run must not
+        // fail for it.
+        config.command_timeout = Duration::from_secs(30);
         let client = Client::new(config);
         client
             .wait_connected(Duration::from_secs(5))
@@ -230,6 +240,46 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                     Started::Batch(f) => f.await.is_ok(),
                 };
                 assert!(ok, "request failed");
+            }
+        }
+        /// Appends the operation's commands to `b`.
+        fn push(b: &mut Batch, o: Op) {
+            match o {
+                Op::Set(k) => {
+                    b.push(&[b"SET", k.as_bytes(), VALUE.as_bytes(), b"EX", b"60"]);
+                }
+                Op::Get(k) => {
+                    b.push(&[b"GET", k.as_bytes()]);
+                }
+                Op::Lookup(k) => {
+                    let min = format!("({}", now_ms());
+                    b.push(&[b"ZRANGE", k.as_bytes(), min.as_bytes(), b"+inf", b"BYSCORE"]);
+                }
+                Op::Register { key, member } => {
+                    let (now, ttl) = (now_ms(), Int::from(60_000));
+                    let k = key.as_bytes();
+                    b.push(&[b"ZREMRANGEBYSCORE", k, b"-inf", Int::from(now).as_ref()]);
+                    b.push(&[
+                        b"ZADD",
+                        k,
+                        Int::from(now + 60_000).as_ref(),
+                        member.as_bytes(),
+                    ]);
+                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
+                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
+                }
+                Op::Refresh { key, member } => {
+                    let (now, ttl) = (now_ms(), Int::from(60_000));
+                    let k = key.as_bytes();
+                    b.push(&[
+                        b"ZADD",
+                        k,
+                        Int::from(now + 60_000).as_ref(),
+                        member.as_bytes(),
+                    ]);
+                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
+                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
+                }
             }
         }
         /// Queues the operation's commands now.
@@ -290,6 +340,21 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
             async move {
                 for phase in 0..phases(args.mix) {
                     let per_phase = ops / u64::from(phases(args.mix));
+                    if args.batch {
+                        let mut i = 0;
+                        while i < per_phase {
+                            let end = (i + args.depth).min(per_phase);
+                            let mut b = Batch::new();
+                            for j in i..end {
+                                push(&mut b, op(args.mix, phase, j));
+                            }
+                            if let Err(e) = client.submit_batch(b).await {
+                                panic!("batch failed: {e}");
+                            }
+                            i = end;
+                        }
+                        continue;
+                    }
                     if args.pipeline {
                         let mut started = Vec::with_capacity(args.depth as usize);
                         let mut i = 0;
