@@ -421,8 +421,9 @@ fn one(
         json: None,
         connect_rate: DEFAULT_CONNECT_RATE,
         connect_timeout: Duration::from_secs(10),
-        // Above the gateway's 10 s send timeout: every send gets its answer.
-        grace: Duration::from_secs(11),
+        // Twice the gateway's 10 s send timeout: every send gets its answer even from a
+        // gateway starved of CPU for a while (the wait ends as soon as everything is in).
+        grace: Duration::from_secs(20),
         threads: 1,
         devices: 1,
         processes: 1,
