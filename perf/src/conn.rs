@@ -115,7 +115,7 @@ pub async fn run(
         });
         None
     };
-    let ws = match tokio::time::timeout(dial.timeout, open(&spec, &dial)).await {
+    let ws = match tokio::time::timeout(dial.timeout, first_open(&spec, &dial)).await {
         Ok(Ok(ws)) => Some(ws),
         Ok(Err(why)) => fail(why),
         Err(_) => fail("timeout".into()),
@@ -160,6 +160,20 @@ pub async fn run(
         }
     }
     session.finish();
+}
+
+/// The first dial. A run that redials dropped connections (`perf faults`) also retries a
+/// refused first dial (a gateway shedding while its first liveness beat is late) until the
+/// dial timeout: a fault test needs every client up before the fault.
+async fn first_open(spec: &Spec, dial: &Dial) -> Result<Ws, String> {
+    loop {
+        match open(spec, dial).await {
+            Err(_) if !dial.reconnect.is_empty() => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Dials the next gateway after a dropped connection, as a client behind a load balancer would:

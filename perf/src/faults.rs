@@ -61,9 +61,9 @@ pub struct FaultsArgs {
     /// Directory holding the `router` and `gateway` binaries (default: perf's own).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// Runs again a fault whose invariants held but whose recovery was over its bound, up to
-    /// this many times (a stall of the shared machine looks like a slow recovery). Every run is
-    /// reported; the last one counts.
+    /// Runs again a fault whose invariants held but whose recovery was over its bound, or whose
+    /// clients did not all connect, up to this many times (a stall of the shared machine looks
+    /// like a slow recovery). Every run is reported; the last one counts.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
 }
@@ -243,9 +243,11 @@ pub fn run(args: &FaultsArgs, fd_limit: u64) -> anyhow::Result<bool> {
             if let Some(e) = &r.error {
                 eprintln!("perf faults: {}: {e}", r.fault);
             }
-            // A recovery time over its bound may be the shared machine's stall rather than the
-            // fault's: such a run is repeated (`--retries`); a broken invariant never is.
-            let again = r.ledger_ok && !r.recovered_in_bound && attempt <= args.retries;
+            // A recovery time over its bound, or a run that could not be set up (clients that
+            // did not connect), may be the shared machine's stall rather than the fault's: such
+            // a run is repeated (`--retries`); a broken invariant never is.
+            let again = (r.error.is_some() || (r.ledger_ok && !r.recovered_in_bound))
+                && attempt <= args.retries;
             results.push(r);
             if !again {
                 break;
@@ -468,6 +470,13 @@ fn one(
         Err(_) => bail!("the load thread panicked"),
     };
     injected.with_context(|| format!("injecting {}", f.name()))?;
+    if m.counts.connected < clients as u64 {
+        bail!(
+            "only {} of {clients} clients connected before the fault: {:?}",
+            m.counts.connected,
+            m.tallies.connect_errors
+        );
+    }
     drop(env);
     let books = m.books.as_deref().unwrap_or_default();
     let p99 = ledger::ack_quantile(books, start_ns + 1_000_000_000, fault_ns, 0.99).unwrap_or(0);
