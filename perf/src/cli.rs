@@ -452,6 +452,23 @@ mod tests {
     }
 
     #[test]
+    fn ledger_needs_one_process() {
+        let a = parse(&["--url", "ws://h/ws", "--secret", "s", "--ledger"]);
+        assert!(a.validate(20_000).unwrap().ledger);
+        let a = parse(&[
+            "--url",
+            "ws://h/ws",
+            "--secret",
+            "s",
+            "--clients",
+            "40000",
+            "--ledger",
+        ]);
+        let errs = a.validate(20_000).unwrap_err();
+        assert!(errs.iter().any(|e| e.starts_with("--ledger")), "{errs:?}");
+    }
+
+    #[test]
     fn devices_need_whole_pairs() {
         let a = parse(&[
             "--url",
