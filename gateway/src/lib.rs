@@ -11,13 +11,15 @@
 //! - [`http`]: pure HTTP/1.1 request-head parsing and responses for the upgrade.
 //! - `ws`: the per-connection WebSocket adapter over tungstenite (sans-I/O buffers).
 //! - `client`: one client connection: handshake, auth, registration, reads, sends.
-//! - `shard`: per-shard state: sessions, pending sends awaiting an ack, timers, drain.
+//! - `shard`: per-shard state: sessions, pending sends awaiting an ack (and which router link
+//!   each session's sends in flight are on), timers, drain.
 //! - `limits`: the per-connection send rate limit (token bucket).
 //! - `tls`: optional TLS termination on the client port (rustls, sans-I/O).
 //! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.
 //! - `upkeep`: the liveness heartbeat, the spread session refresh and the rebuild after the
 //!   registry lost data.
-//! - `uplink`: this shard's links to the routers (sends out, acks in).
+//! - `uplink`: this shard's links to the routers (sends out, acks in), and the stall verdict on
+//!   a router that stops answering.
 //! - `downlink`: routers' links to this shard (deliveries in, results out).
 //! - `dev`: local dev mode only: the demo chat page (`demo.html`), `/dev/token`, `/dev/online`.
 
