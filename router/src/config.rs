@@ -16,6 +16,12 @@ pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 5_000;
 /// in the set makes the router read them again at once, so this only bounds how long a
 /// `kill -9`ed gateway still looks alive after its record expired (2 s + 250 ms < 3 s).
 pub const DEFAULT_LIVENESS_POLL_MS: u64 = 250;
+/// After a failed read of the liveness records, how long a gateway missing from them still
+/// counts as alive. While the registry was unreachable the gateways could not renew their
+/// records either (2 s TTL), so after a failover or an outage every record may have expired
+/// although every gateway is up; they are renewed within a beat (500 ms) of the registry's
+/// return. 3 s = the TTL plus two beats: no wrong `offline` after a Redis failover.
+pub const DEFAULT_LIVENESS_GRACE_MS: u64 = 3_000;
 /// Users one presence request may ask about: a contact list screen, not a directory dump.
 pub const DEFAULT_MAX_PRESENCE_USERS: usize = 256;
 /// Admin port (`/livez`, `/readyz`, `/metrics`) for NLB health checks and scraping.
@@ -46,6 +52,10 @@ pub struct Args {
     /// Milliseconds between reads of the gateway liveness records.
     #[arg(long, env = "CONNECT_LIVENESS_POLL_MS", default_value_t = DEFAULT_LIVENESS_POLL_MS)]
     pub liveness_poll_ms: u64,
+    /// Milliseconds after a failed liveness read during which gateways missing from the
+    /// records still count as alive (their records may have expired during the outage).
+    #[arg(long, env = "CONNECT_LIVENESS_GRACE_MS", default_value_t = DEFAULT_LIVENESS_GRACE_MS)]
+    pub liveness_grace_ms: u64,
     /// Event loop: auto (io_uring where allowed, else epoll), uring, or epoll.
     #[arg(long, env = "CONNECT_IO", default_value = "auto")]
     pub io: String,
@@ -73,6 +83,8 @@ pub struct Config {
     pub shards: usize,
     pub forward_timeout: Duration,
     pub liveness_poll: Duration,
+    /// See [`DEFAULT_LIVENESS_GRACE_MS`].
+    pub liveness_grace: Duration,
     /// Pin shard i to the i-th allowed CPU.
     pub pin: bool,
     /// Which event loop to run on.
@@ -93,6 +105,7 @@ impl Config {
             shards,
             forward_timeout: Duration::from_millis(DEFAULT_FORWARD_TIMEOUT_MS),
             liveness_poll: Duration::from_millis(DEFAULT_LIVENESS_POLL_MS),
+            liveness_grace: Duration::from_millis(DEFAULT_LIVENESS_GRACE_MS),
             pin: true,
             io: IoMode::Auto,
             admin_listen: None,
@@ -141,6 +154,9 @@ impl Args {
         if !(10..=60_000).contains(&self.liveness_poll_ms) {
             errors.push("--liveness-poll-ms must be between 10 and 60000".into());
         }
+        if self.liveness_grace_ms > 600_000 {
+            errors.push("--liveness-grace-ms must be at most 600000".into());
+        }
         let io = self.io.parse::<IoMode>().unwrap_or_else(|e| {
             errors.push(format!("--io {e}"));
             IoMode::Auto
@@ -168,6 +184,7 @@ impl Args {
                 shards,
                 forward_timeout: Duration::from_millis(self.forward_timeout_ms),
                 liveness_poll: Duration::from_millis(self.liveness_poll_ms),
+                liveness_grace: Duration::from_millis(self.liveness_grace_ms),
                 pin: true,
                 io,
                 admin_listen,

@@ -6,13 +6,17 @@
 //! (one read serves every message waiting on it) and only a view asked for *after* the
 //! session was read may call it dead. Dead sessions are left out of routing and removed from
 //! the registry in the background (lazy cleanup).
+//!
+//! For `--liveness-grace-ms` after a failed read, a gateway missing from the view counts as
+//! alive: the gateways could not renew their records while the registry was unreachable
+//! either, so a Redis failover or outage can expire every record although no gateway died.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use registry::{LiveSet, Registry, SessionEntry, Verdict};
 
@@ -29,6 +33,9 @@ pub struct LiveView {
     /// Bumped when a read finishes; waiters wake on it.
     gen: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
+    /// When a read last failed.
+    failed_at: Cell<Option<Instant>>,
+    grace: Duration,
 }
 
 /// Clears the in-flight mark and wakes waiters even if the reading task is dropped.
@@ -42,6 +49,9 @@ impl Drop for Finish<'_> {
     fn drop(&mut self) {
         self.view.inflight.set(None);
         self.view.last.set(Some((self.asked, self.ok)));
+        if !self.ok {
+            self.view.failed_at.set(Some(Instant::now()));
+        }
         self.view.gen.set(self.view.gen.get() + 1);
         for w in self.view.waiters.borrow_mut().drain(..) {
             w.wake();
@@ -76,7 +86,7 @@ pub struct Judged {
 
 impl LiveView {
     /// A view that has not been read yet.
-    pub fn new(registry: Registry) -> LiveView {
+    pub fn new(registry: Registry, grace: Duration) -> LiveView {
         LiveView {
             registry,
             set: RefCell::default(),
@@ -85,7 +95,16 @@ impl LiveView {
             last: Cell::new(None),
             gen: Cell::new(0),
             waiters: RefCell::default(),
+            failed_at: Cell::new(None),
+            grace,
         }
+    }
+
+    /// True within the grace period after a failed read (see the module doc).
+    fn in_grace(&self, now: Instant) -> bool {
+        self.failed_at
+            .get()
+            .is_some_and(|f| now.saturating_duration_since(f) < self.grace)
     }
 
     /// Live gateway instances in the current view.
@@ -134,8 +153,9 @@ impl LiveView {
 
     /// Splits the sessions of a lookup whose reply arrived at `read_at` into live and dead.
     /// Sessions of gateways the view does not know wait for a view read after `read_at`; if
-    /// that read fails they count as live (a delivery attempt answers for them), so a
-    /// liveness outage never turns into a wrong `offline`.
+    /// that read fails, or a read failed within the grace period, they count as live (a
+    /// delivery attempt answers for them), so a liveness outage never turns into a wrong
+    /// `offline`.
     pub async fn judge(&self, entries: Vec<SessionEntry>, read_at: Instant) -> Judged {
         let mut set = self.set.borrow().clone();
         // The common case, every session alive: hand the lookup's Vec back as it is.
@@ -151,6 +171,9 @@ impl LiveView {
         if unknown && !fresh {
             fresh = self.refresh_after(read_at).await;
             set = self.set.borrow().clone();
+        }
+        if unknown && fresh && self.in_grace(Instant::now()) {
+            fresh = false;
         }
         for e in entries {
             match set.verdict(&e) {

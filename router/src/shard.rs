@@ -286,8 +286,8 @@ pub async fn run(id: u16, cfg: Arc<Config>, metrics: Arc<Metrics>, listener: Soc
     }
     let shard = Rc::new(Shard {
         id,
+        live: LiveView::new(registry.clone(), cfg.liveness_grace),
         cfg,
-        live: LiveView::new(registry.clone()),
         registry,
         peers: RefCell::new(HashMap::new()),
         fwds: RefCell::new(HashMap::new()),
