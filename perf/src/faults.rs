@@ -8,7 +8,10 @@
 //! 1-s window (from the fault on). A window is disturbed if one of its sends was not acked
 //! `delivered`, or more than 10% of them took longer than the normal ack latency (5x the ack
 //! P99 before the fault, at least 1 s); see `ledger::last_bad_send`. Every window after it
-//! was clean. Load continues at least
+//! was clean.
+//!
+//! `PERF_FAILOVER=other` makes `redis-failover` kill a master that does not hold the gateways'
+//! liveness key (users' keys only), to tell the registry's two failover effects apart. Load continues at least
 //! [`CLEAN_TAIL`] past the bound, so a system that never settles shows up as over its bound.
 
 use std::net::SocketAddr;
@@ -371,7 +374,14 @@ fn inject(f: Fault, env: &mut Env) -> anyhow::Result<()> {
                 .trim_start_matches(':')
                 .parse()
                 .with_context(|| format!("CLUSTER KEYSLOT answered {slot:?}"))?;
-            let master = c.master_of_slot(slot);
+            let mut master = c.master_of_slot(slot);
+            // PERF_FAILOVER=other: a master without the liveness key (users' keys only), to
+            // tell the two effects apart.
+            if std::env::var("PERF_FAILOVER").as_deref() == Ok("other") {
+                if let Some(m) = c.masters().into_iter().find(|m| m.addr != master) {
+                    master = m.addr;
+                }
+            }
             c.kill(&master);
             Ok(())
         }
