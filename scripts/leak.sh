@@ -54,18 +54,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_http_ok() {
-    local url=$1 i
-    for ((i = 0; i < 1200; i++)); do
-        curl -fs --max-time 2 "$url" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "leak: $url did not answer in 120 s" >&2
-    return 1
-}
+# shellcheck source=scripts/stack-lib.sh
+source scripts/stack-lib.sh
 
 log "building perf"
 cargo build --release -p perf
@@ -78,40 +68,32 @@ run_under() {
     shift 3
     local dir=$OUT/$tool
     mkdir -p "$dir/churn"
-    local redis_port router_port router_admin
-    redis_port=$(free_port)
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-        >"$dir/redis.log" 2>&1 &
-    local redis_pid=$!
+    start_redis "$dir/redis.log"
+    local redis_pid=$REDIS_PID
     PIDS+=("$redis_pid")
-    local i
-    for ((i = 0; i < 100; i++)); do
-        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    local registry=redis://127.0.0.1:$redis_port
-    router_port=$(free_port)
-    router_admin=$(free_port)
-    TOOL_LOG=$dir/$tool-router "$@" "$bin/router" --listen "127.0.0.1:$router_port" \
-        --registry "$registry" --shards 1 --io "$io" --admin-listen "127.0.0.1:$router_admin" \
+    local registry=redis://127.0.0.1:$REDIS_PORT
+    TOOL_LOG=$dir/$tool-router "$@" "$bin/router" --listen 127.0.0.1:0 \
+        --registry "$registry" --shards 1 --io "$io" --admin-listen 127.0.0.1:0 \
         --drain-timeout 20 >"$dir/router.out" 2>"$dir/router.log" &
     local router_pid=$!
     PIDS+=("$router_pid")
-    wait_http_ok "http://127.0.0.1:$router_admin/readyz"
-    local gw_pids=() urls=() g port internal admin
+    local router_addr router_admin
+    router_addr=$(listen_addr "$dir/router.out" router "$router_pid" 120)
+    router_admin=$(listen_addr "$dir/router.out" admin "$router_pid" 120)
+    wait_http_ok "http://$router_admin/readyz" 120
+    local gw_pids=() urls=() g pid admin
     for g in 0 1; do
-        port=$(free_port)
-        internal=$(free_port)
-        admin=$(free_port)
-        TOOL_LOG=$dir/$tool-gw$g "$@" "$bin/gateway" --listen "127.0.0.1:$port" \
-            --internal-listen "127.0.0.1:$internal" --router "127.0.0.1:$router_port" \
+        TOOL_LOG=$dir/$tool-gw$g "$@" "$bin/gateway" --listen 127.0.0.1:0 \
+            --internal-listen 127.0.0.1:0 --router "$router_addr" \
             --registry "$registry" --jwt-secret "$SECRET" --shards 1 --io "$io" \
-            --instance-id "leak-gw$g" --admin-listen "127.0.0.1:$admin" --drain-timeout 20 \
+            --instance-id "leak-gw$g" --admin-listen 127.0.0.1:0 --drain-timeout 20 \
             --msg-rate 1000000 --msg-burst 1000000 >"$dir/gw$g.out" 2>"$dir/gw$g.log" &
-        gw_pids+=("$!")
-        PIDS+=("$!")
-        urls+=(--url "ws://127.0.0.1:$port/ws")
-        wait_http_ok "http://127.0.0.1:$admin/readyz"
+        pid=$!
+        gw_pids+=("$pid")
+        PIDS+=("$pid")
+        admin=$(listen_addr "$dir/gw$g.out" admin "$pid" 120)
+        urls+=(--url "ws://$(listen_addr "$dir/gw$g.out" gateway "$pid" 120)/ws")
+        wait_http_ok "http://$admin/readyz" 120
     done
     log "$tool: stack up (io $io); $SECONDS_LOAD s of load with churn"
 
@@ -149,8 +131,9 @@ valgrind_wrap() {
         --log-file="$TOOL_LOG.log" "$@"
 }
 lsan_wrap() {
-    # exitcode=0: the report is judged from the log, the exit status from the drain.
-    LSAN_OPTIONS="log_path=$TOOL_LOG:exitcode=0:report_objects=0" exec "$@"
+    # exitcode=0: the report is judged from the log, the exit status from the drain. The slow
+    # unwinder: the prebuilt std has no frame pointers, so the fast one stops at its first frame.
+    LSAN_OPTIONS="log_path=$TOOL_LOG:exitcode=0:fast_unwind_on_malloc=0:malloc_context_size=40:suppressions=$PWD/scripts/lsan.supp:print_suppressions=1" exec "$@"
 }
 
 SUMMARY=$OUT/summary.txt
@@ -224,9 +207,13 @@ for tool in tools:
             m = re.search(r"SUMMARY: LeakSanitizer: (\d+) byte\(s\) leaked in (\d+) allocation",
                           text)
             leaked = int(m.group(1)) if m else 0
-            print(f"lsan {name}: {'%d B leaked in %s allocations' % (leaked, m.group(2)) if m else 'no leak reported'}"
-                  + (f" ({', '.join(os.path.basename(p) for p in logs)})" if logs else ""))
-            if leaked or (logs and not m):
+            supp = re.findall(r"^\s+(\d+)\s+(\d+) (\S+)$", text, re.M)
+            hidden = "; suppressed (scripts/lsan.supp): " + ", ".join(
+                f"{b} B in {c} allocation(s) at {t}" for c, b, t in supp) if supp else ""
+            print(f"lsan {name}: "
+                  f"{'%d B leaked in %s allocations' % (leaked, m.group(2)) if m else 'no leak'}"
+                  + hidden)
+            if leaked or "ERROR: LeakSanitizer" in text:
                 fail = True
     reports = [json.load(open(p)) for p in [os.path.join(d, "steady.json")] +
                sorted(glob.glob(os.path.join(d, "churn", "*.json"))) if os.path.exists(p)]

@@ -96,58 +96,39 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_http_ok() {
-    local url=$1 i
-    for ((i = 0; i < 100; i++)); do
-        curl -fs --max-time 1 "$url" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "soak: $url did not answer" >&2
-    return 1
-}
+# shellcheck source=scripts/stack-lib.sh
+source scripts/stack-lib.sh
 
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    >"$OUT/redis.log" 2>&1 &
-REDIS_PID=$!
+start_redis "$OUT/redis.log"
 SERVERS+=("$REDIS_PID")
-for ((i = 0; i < 100; i++)); do
-    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
 REGISTRY=redis://127.0.0.1:$REDIS_PORT
 
-ROUTER_PORT=$(free_port)
-ROUTER_ADMIN=$(free_port)
-"$BIN/router" --listen "127.0.0.1:$ROUTER_PORT" --registry "$REGISTRY" --shards 1 \
-    --admin-listen "127.0.0.1:$ROUTER_ADMIN" --drain-timeout 5 \
+"$BIN/router" --listen 127.0.0.1:0 --registry "$REGISTRY" --shards 1 \
+    --admin-listen 127.0.0.1:0 --drain-timeout 5 \
     >"$OUT/router.out" 2>"$OUT/router.log" &
 ROUTER_PID=$!
 SERVERS=("$ROUTER_PID" "${SERVERS[@]}")
-wait_http_ok "http://127.0.0.1:$ROUTER_ADMIN/readyz"
+ROUTER_ADDR=$(listen_addr "$OUT/router.out" router "$ROUTER_PID" 30)
+ROUTER_ADMIN=$(listen_addr "$OUT/router.out" admin "$ROUTER_PID" 30)
+wait_http_ok "http://$ROUTER_ADMIN/readyz" 30
 
 GW_PIDS=()
 GW_ADMIN=()
 URLS=()
 for g in 0 1; do
-    port=$(free_port)
-    internal=$(free_port)
-    admin=$(free_port)
-    "$BIN/gateway" --listen "127.0.0.1:$port" --internal-listen "127.0.0.1:$internal" \
-        --router "127.0.0.1:$ROUTER_PORT" --registry "$REGISTRY" --jwt-secret "$SECRET" \
+    "$BIN/gateway" --listen 127.0.0.1:0 --internal-listen 127.0.0.1:0 \
+        --router "$ROUTER_ADDR" --registry "$REGISTRY" --jwt-secret "$SECRET" \
         --shards 1 --instance-id "soak-gw$g" --msg-rate 1000000 --msg-burst 1000000 \
-        --admin-listen "127.0.0.1:$admin" --drain-timeout 5 \
+        --admin-listen 127.0.0.1:0 --drain-timeout 5 \
         >"$OUT/gw$g.out" 2>"$OUT/gw$g.log" &
-    GW_PIDS+=("$!")
-    SERVERS=("$!" "${SERVERS[@]}")
-    GW_ADMIN+=("$admin")
-    URLS+=(--url "ws://127.0.0.1:$port/ws")
+    pid=$!
+    GW_PIDS+=("$pid")
+    SERVERS=("$pid" "${SERVERS[@]}")
+    GW_ADMIN+=("$(listen_addr "$OUT/gw$g.out" admin "$pid" 30)")
+    URLS+=(--url "ws://$(listen_addr "$OUT/gw$g.out" gateway "$pid" 30)/ws")
 done
-for a in "${GW_ADMIN[@]}"; do wait_http_ok "http://127.0.0.1:$a/readyz"; done
-log "stack up: redis $REDIS_PORT, router $ROUTER_PORT, gateways ${URLS[*]}; output in $OUT"
+for a in "${GW_ADMIN[@]}"; do wait_http_ok "http://$a/readyz" 30; done
+log "stack up: redis $REDIS_PORT, router $ROUTER_ADDR, gateways ${URLS[*]}; output in $OUT"
 
 # ---- sampling ------------------------------------------------------------------------------
 
@@ -177,13 +158,13 @@ sample() {
     local t=$1 row m g info
     row="$t,$(cat "$OUT/phase"),$(cut -d' ' -f1 /proc/loadavg)"
     for g in 0 1; do
-        m=$(curl -s --max-time 2 "http://127.0.0.1:${GW_ADMIN[$g]}/metrics" || true)
+        m=$(curl -s --max-time 2 "http://${GW_ADMIN[$g]}/metrics" || true)
         row+=",$(proc_fields "${GW_PIDS[$g]}")"
         row+=",$(msum "$m" connect_gateway_connections),$(msum "$m" connect_gateway_pending_sends)"
         row+=",$(msum "$m" connect_gateway_client_queues),$(msum "$m" connect_gateway_client_queue_bytes)"
         row+=",$(msum "$m" connect_gateway_link_queue_bytes),$(msum "$m" connect_gateway_redis_in_flight)"
     done
-    m=$(curl -s --max-time 2 "http://127.0.0.1:$ROUTER_ADMIN/metrics" || true)
+    m=$(curl -s --max-time 2 "http://$ROUTER_ADMIN/metrics" || true)
     row+=",$(proc_fields "$ROUTER_PID")"
     row+=",$(msum "$m" connect_router_gateway_links),$(msum "$m" connect_router_forwards_pending)"
     row+=",$(msum "$m" connect_router_link_queues),$(msum "$m" connect_router_link_queue_bytes)"
