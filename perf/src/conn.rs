@@ -338,9 +338,13 @@ async fn socketio_handshake(mut ws: Ws, token: &str) -> Result<Ws, String> {
     }
 }
 
-/// First and one-past-last source port the generator binds explicitly.
-const PORT_LO: u32 = 20_000;
-const PORT_HI: u32 = 60_000;
+/// First and one-past-last source port the generator binds explicitly: below Linux's ephemeral
+/// range (32768-60999), where servers started next to a load run (tests, `perf faults`) get
+/// their free ports. A client bound to the port a server was just given makes that server's
+/// listen fail (seen as routers exiting at start-up while a soak ran). 22,768 ports still
+/// cover the 18,000 connections of one process.
+const PORT_LO: u32 = 10_000;
+const PORT_HI: u32 = 32_768;
 /// Next explicit source port (offset per process, so workers sharing a source address rarely
 /// collide).
 static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
