@@ -1,11 +1,16 @@
 //! Links from gateways. Sends arrive in order; each one's registry lookup is issued at once
-//! (so many share one pipelined round trip), and the results are consumed in arrival order, so
-//! messages from one connection to one recipient are forwarded in the order they were sent.
+//! (so many share one pipelined round trip). A send is routed once its lookup is back and no
+//! earlier send on the link to the same recipient is still waiting, so messages to one
+//! recipient are forwarded in the order they were sent, while a lookup held up by one Redis
+//! node (a failover) holds up only the sends behind it to the same recipient, not the link.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use auth::LinkAuth;
@@ -24,6 +29,9 @@ use crate::shard::Shard;
 const LINK_QUEUE: usize = 32 * 1024 * 1024;
 /// Sends awaiting their lookup on one link; beyond it sends are failed at once (backpressure).
 const MAX_QUEUED: usize = 65_536;
+/// How many sends past a waiting one the processor looks at for one it may route first: enough
+/// to keep a link moving past one slow Redis node, few enough that the scan stays cheap.
+const LOOKAHEAD: usize = 256;
 
 type Lookup = RegistryFuture<Vec<SessionEntry>>;
 
@@ -33,6 +41,8 @@ struct Job {
     to: Bytes,
     payload: Bytes,
     lookup: Lookup,
+    /// The lookup's result once it is back.
+    result: Option<Result<Vec<SessionEntry>, registry::Error>>,
 }
 
 /// One gateway's link into this shard.
@@ -119,16 +129,10 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream) {
 }
 
 async fn process(shard: Rc<Shard>, link: Rc<Inbound>) {
-    loop {
-        let job = link.jobs.borrow_mut().pop_front();
-        let Some(job) = job else {
-            if !link.reading.get() {
-                return;
-            }
-            link.signal.wait().await;
-            continue;
+    while let Some(job) = std::future::poll_fn(|cx| link.poll_next(cx)).await {
+        let Some(result) = job.result else {
+            continue; // poll_next hands out only jobs with a result
         };
-        let result = job.lookup.await;
         let m = shard.m();
         m.lookup.observe(job.queued.elapsed());
         let result = match result {
@@ -142,6 +146,43 @@ async fn process(shard: Rc<Shard>, link: Rc<Inbound>) {
             Ok(to) => shard.route(&link, job.msg_id, to, &job.payload, result),
             Err(_) => link.ack(job.msg_id, AckStatus::Failed, "recipient is not UTF-8"),
         }
+    }
+}
+
+impl Inbound {
+    /// The next send to route: the first (within [`LOOKAHEAD`]) whose lookup is back and
+    /// that no earlier waiting send to the same recipient precedes. `None` once the link is
+    /// closed and every send was handed out.
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Job>> {
+        // Registers for new sends first, so one pushed after the scan wakes this task.
+        let _ = Pin::new(&mut self.signal.wait()).poll(cx);
+        let mut jobs = self.jobs.borrow_mut();
+        if jobs.is_empty() {
+            return if self.reading.get() {
+                Poll::Pending
+            } else {
+                Poll::Ready(None)
+            };
+        }
+        let mut waiting: Vec<usize> = Vec::new();
+        for i in 0..jobs.len().min(LOOKAHEAD) {
+            let job = &mut jobs[i];
+            if job.result.is_none() {
+                if let Poll::Ready(r) = Pin::new(&mut job.lookup).poll(cx) {
+                    job.result = Some(r);
+                }
+            }
+            if job.result.is_none() {
+                waiting.push(i);
+                continue;
+            }
+            // The common case (the front is ready) takes no comparison at all.
+            let to = &jobs[i].to;
+            if !waiting.iter().any(|&w| jobs[w].to == *to) {
+                return Poll::Ready(jobs.remove(i));
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -178,6 +219,7 @@ fn on_frame(shard: &Rc<Shard>, link: &Inbound, greeted: &mut bool, f: Frame) -> 
                 to,
                 payload,
                 lookup,
+                result: None,
             });
             link.signal.raise();
         }
