@@ -220,7 +220,8 @@ for tool in tools:
     tot = lambda a, b: sum(r[a][b] for r in reports)
     print(f"{tool} load: {len(reports)} perf runs, {tot('connections', 'connected')} connections, "
           f"sent {tot('messages', 'sent')}, delivered {tot('messages', 'delivered')}, "
-          f"failed {tot('messages', 'failed')}, received {tot('messages', 'received')}, "
+          f"offline {tot('messages', 'offline')}, failed {tot('messages', 'failed')}, "
+          f"received {tot('messages', 'received')}, "
           f"silent drops {tot('messages', 'silent_drops')}, duplicates "
           f"{tot('messages', 'duplicates')}, connect failures {tot('connections', 'failed')}")
 print("RESULT: " + ("FAIL" if fail else "PASS"))
