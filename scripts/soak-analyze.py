@@ -6,7 +6,8 @@ last third of the samples may exceed its mean over the first third by at most th
 tolerance (an absolute floor plus a fraction of the first third's mean, see TOLERANCE); the
 least-squares slope per minute is reported next to it. Integrity: the perf reports of the
 steady run and of every churn run must show no silent drop, missing or unexpected ack,
-duplicate, reordering, loss, unsent send, failed ack, error frame or failed connection.
+duplicate, reordering, loss, unsent send, failed ack, error frame or failed connection, and
+where perf kept its exact ledger (--ledger), no violation and no unexplained ack.
 Return to idle: once the clients are gone, connections, send queues and pending sends must be
 zero and Redis must hold as many keys as before the first client. Shutdown: every server exits
 0 after SIGTERM, without a panic in its log.
@@ -281,6 +282,22 @@ def main():
                      f"{t['messages.offline']}, failed {t['messages.failed']}) received "
                      f"{t['messages.received']}")
         bad = {k: v for k, v in t.items() if v and (k.split(".")[0], k.split(".")[1]) in INTEGRITY_FAIL}
+        # perf's exact ledger (--ledger): every send and receipt checked by message id.
+        books = [r["ledger"] for r in rs if r.get("ledger")]
+        if books:
+            viol = {}
+            for b in books:
+                for k, v in b["violations"].items():
+                    viol[k] = viol.get(k, 0) + v
+            unexplained = sum(b["unexplained"] for b in books)
+            figures["ledger"][name + "_books"] = {"runs": len(books), "violations": viol,
+                                                  "unexplained": unexplained}
+            lines.append(f"  exact ledger of {len(books)} run(s): "
+                         f"{sum(b['sends'] for b in books)} sends, "
+                         f"{sum(b['receipts'] for b in books)} receipts checked by id; "
+                         f"violations {viol or 0}, unexplained acks {unexplained}")
+            if viol or unexplained:
+                bad["ledger"] = {"violations": viol, "unexplained": unexplained}
         lines.append("  " + (", ".join(f"{k} {v}" for k, v in bad.items()) if bad else
                              "silent drops 0, missing acks 0, duplicates 0, lost 0, reordered 0, "
                              "failed 0, connection failures 0"))
