@@ -121,9 +121,11 @@ impl Fault {
             Fault::GatewayKill => 4,
             // The links to the dead router drop at once; the other router takes over.
             Fault::RouterKill => 2,
-            // Node timeout (1 s) + election (1-2 s) + the clients' slot-map refresh + the
-            // gateways' rebuild and its second pass 3 s later (lazy cleanups that raced it).
-            Fault::RedisFailover => 10,
+            // Node timeout (1 s) + election (1-2 s) + the clients' slot-map refresh; only the
+            // users on the dead master wait (routers route per recipient), and the routers'
+            // liveness grace keeps the gateways' expired records from reading as dead.
+            // Measured 1.3-1.7 s (docs/reliability.md); it was 10 s before those fixes.
+            Fault::RedisFailover => 5,
             // Redis restart + the registry clients' reconnect (backoff) + the gateways' rebuild.
             Fault::RedisRestart => 5,
             // The gateways' stall verdict (--link-stall-ms 1 s, a probe ping at 0.5 s, then
