@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+// `--features system-alloc` leaves the C allocator in place so that heaptrack can see every
+// allocation (docs/perf.md, idle memory breakdown).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
