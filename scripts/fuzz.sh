@@ -7,7 +7,7 @@
 #   FUZZ_TARGETS="resp_reply resp3_reply" scripts/fuzz.sh 60   # only these targets
 #
 # Targets (fuzz/Cargo.toml): wire_frame, client_json, jwt, http_head, resp_reply (resp-client's
-# RESP2 reply decoder), resp3_reply (its RESP3 decoder).
+# RESP2 reply decoder), resp3_reply (its RESP3 decoder), ws_frame (the gateway's WebSocket decoder).
 #
 # Only a stable toolchain is installed, so the nightly-only flags cargo-fuzz passes
 # (-Zsanitizer=address and friends) are unlocked with RUSTC_BOOTSTRAP=1. cargo-fuzz itself is

@@ -1,59 +1,87 @@
 //! One client connection: HTTP upgrade with JWT auth, session registration, then the WebSocket
-//! read loop. Each connection has two tasks: this reader and the outbox writer.
+//! read loop and the outbox writer, both in the connection's one task.
+//!
+//! Memory per idle connection is what this module is laid out for (docs/perf.md, "Idle
+//! memory"): one task whose future is small (the handshake and the deregistration are boxed,
+//! so their state lives only while they run), one `Rc<Conn>` of fixed size, and no buffer at
+//! all while nothing is pending: reads go into the shard's scratch buffer and are decoded there
+//! in place ([`wire::ws::Decoder`]); only the bytes of an incomplete frame are copied into the
+//! connection's `rx`, which is freed once they are consumed; the outbox frees its buffer once
+//! it is written out.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use registry::SessionEntry;
 use runtime::io::Stream;
 use runtime::net::Listener;
 use runtime::outbox::{Outbox, PushError};
 use runtime::rt;
 use serde_json::value::RawValue;
-use tungstenite::error::{CapacityError, Error as WsError};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role};
-use tungstenite::{Message, WebSocket};
 use wire::client::{self as cj, ClientMessage, ErrorCode};
 use wire::frame::AckStatus;
+use wire::ws::{close, Decoder, Message};
 
 use crate::http;
 use crate::limits::TokenBucket;
 use crate::metrics::{DropReason, RegistryOp};
 use crate::shard::Shard;
 use crate::tls::Transport;
-use crate::ws::{self, Io};
+use crate::ws;
 
 /// A client must finish its HTTP upgrade request within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock skew tolerated on `exp`/`nbf`.
 const JWT_LEEWAY_SECS: u64 = 30;
-/// Buffers above this are released once drained, so idle connections hold no memory.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// Write buffers kept once drained: none, so an idle connection holds no buffer (a batch after
+/// a quiet spell allocates one afresh; under load the writer keeps swapping the same two).
+const KEEP_CAPACITY: usize = 0;
 /// Shortest reconnect hint given to a shed connection.
 const SHED_MIN_MS: u64 = 1000;
 /// Spread of the hints above the shortest.
 const SHED_JITTER_MS: u64 = 4000;
 
-/// A live client session on this shard.
+/// A live client session on this shard. Fixed size, no buffer held while idle; the rest of
+/// its registry entry (instance, epoch, shard, address) is the shard's ([`Conn::entry`]).
 pub struct Conn {
     pub session: u64,
-    pub entry: SessionEntry,
-    ws: RefCell<WebSocket<Io>>,
-    outbox: Rc<Outbox>,
+    pub user: Box<str>,
+    outbox: Outbox,
     stream: Stream,
+    /// The bytes of an incomplete frame (unallocated between frames).
+    rx: RefCell<Vec<u8>>,
+    /// WebSocket decoding state: a fragmented message in progress, if any. (`Cell`s rather
+    /// than `RefCell`s here and below: the connection is sized to fit 256 bytes.)
+    ws: Cell<Decoder>,
+    /// The pong for the latest ping that found the send queue full (a ping flood); it goes
+    /// out with the next read or keep-alive ping, older ones are dropped (RFC 6455 5.5.3).
+    held_pong: Cell<Option<Box<[u8]>>>,
     seq: Cell<u64>,
-    uplink: usize,
-    bucket: RefCell<TokenBucket>,
+    bucket: Cell<TokenBucket>,
     pub last_rx: Cell<Instant>,
+    uplink: u32,
     closing: Cell<bool>,
     /// An `/echo` connection: messages come back as they are; not a session.
     echo: bool,
 }
 
 impl Conn {
+    /// This session's registry entry.
+    pub fn entry(&self, shard: &Shard) -> SessionEntry {
+        SessionEntry {
+            user: self.user.to_string(),
+            session: self.session,
+            instance: shard.cfg.instance_id.clone(),
+            epoch: shard.cfg.epoch,
+            shard: shard.id,
+            addr: shard.advertise.clone(),
+        }
+    }
+
     /// Queues a text frame; false if the connection is closing or its queue is full (then it
     /// is dropped as a slow consumer: memory stays bounded).
     pub fn send_text(&self, shard: &Shard, payload: &[u8]) -> bool {
@@ -98,8 +126,34 @@ impl Conn {
         if !self.closing.get() {
             // A pong held back while the queue was full (ping flood) goes out now, so a
             // client that flooded and then fell silent still gets its last pong.
-            let _ = self.ws.borrow_mut().flush();
+            self.flush_pong();
             let _ = self.outbox.push(|b| ws::encode_frame(b, 0x89, b""));
+        }
+    }
+
+    /// Takes a token from the send rate limit.
+    fn take_token(&self, rate: u32, burst: u32) -> bool {
+        let mut b = self.bucket.get();
+        let ok = b.take(rate, burst, Instant::now());
+        self.bucket.set(b);
+        ok
+    }
+
+    /// Answers a ping; with the queue full only the latest pong is kept for later.
+    fn send_pong(&self, payload: &[u8]) {
+        if self.closing.get() {
+            return;
+        }
+        self.held_pong.take();
+        if let Err(PushError::Full) = self.outbox.push(|b| ws::encode_frame(b, 0x8A, payload)) {
+            self.held_pong.set(Some(payload.into()));
+        }
+    }
+
+    /// Sends the held pong if the queue has room now.
+    fn flush_pong(&self) {
+        if let Some(p) = self.held_pong.take() {
+            self.send_pong(&p);
         }
     }
 
@@ -110,11 +164,8 @@ impl Conn {
         if self.closing.replace(true) {
             return;
         }
-        let mut payload = Vec::with_capacity(16);
-        payload.extend_from_slice(&1008u16.to_be_bytes());
-        payload.extend_from_slice(b"slow consumer");
         self.outbox
-            .replace_and_close(|b| ws::encode_frame(b, 0x88, &payload));
+            .replace_and_close(|b| ws::encode_close(b, close::POLICY, "slow consumer"));
         let stream = self.stream.clone();
         rt::spawn(async move {
             rt::sleep(Duration::from_secs(2)).await;
@@ -133,31 +184,35 @@ impl Conn {
     /// Asks the client to reconnect elsewhere after `wait_ms` (gateway draining): close code
     /// 1012 (service restart) with reason `reconnect_after_ms=N`.
     pub fn close_for_restart(&self, wait_ms: u64) {
-        self.close(CloseCode::Restart, &format!("reconnect_after_ms={wait_ms}"));
+        self.close(close::RESTART, &format!("reconnect_after_ms={wait_ms}"));
     }
 
-    /// Starts a close handshake with `code`; the reader ends when it completes or the peer goes.
-    fn close(&self, code: CloseCode, reason: &str) {
+    /// Sends a close frame with `code` after what is queued and ends the connection once it
+    /// is written (the close frame goes out even over the queue limit).
+    fn close(&self, code: u16, reason: &str) {
         if self.closing.replace(true) {
             return;
         }
-        let mut ws = self.ws.borrow_mut();
-        let _ = ws.close(Some(CloseFrame {
-            code,
-            reason: reason.to_string().into(),
-        }));
-        let _ = ws.flush();
-        drop(ws);
-        self.outbox.close();
+        self.held_pong.take();
+        self.outbox
+            .push_and_close(|b| ws::encode_close(b, code, reason));
     }
 }
 
 /// Accepts clients on this shard's share of the client port.
 pub async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
+    rt::spawn(heap_collect_loop()).detach();
+    let mut sized = false;
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                rt::spawn(serve(shard.clone(), stream)).detach();
+                let task = serve(shard.clone(), stream);
+                if !std::mem::replace(&mut sized, true) {
+                    // The state every connection's task keeps (docs/perf.md, idle memory).
+                    let bytes = std::mem::size_of_val(&task);
+                    tracing::debug!(shard = shard.id, bytes, "connection task future");
+                }
+                rt::spawn(task).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -168,20 +223,33 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
     }
 }
 
+/// How often a shard hands the allocator's wholly free pages back to the OS.
+const HEAP_COLLECT_EVERY: Duration = Duration::from_secs(1);
+
+/// mimalloc returns a free page to the OS only when a later allocation or free on the same
+/// thread finds its purge delay expired, so the pages a connect storm's handshakes freed stay
+/// resident once the shard is idle: measured at about 1.4 KB per idle connection (docs/perf.md,
+/// "Idle memory per connection"). A periodic collect on each shard thread returns them; it
+/// walks only this thread's heap (microseconds) and frees nothing in use.
+async fn heap_collect_loop() {
+    loop {
+        rt::sleep(HEAP_COLLECT_EVERY).await;
+        // SAFETY: a plain call into the linked mimalloc; `false` = no forced abandonment.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
+
 /// Turns a connection away with a retry hint a browser can read: the upgrade completes and
 /// the socket closes at once with `code` (1013 try again later, or 1012 while draining) and
 /// reason `reconnect_after_ms=N`, N jittered over 1-5 s so a storm of reconnects spreads out.
-async fn shed(shard: &Shard, stream: &Transport, key: &str, code: CloseCode, why: &str) {
+async fn shed(shard: &Shard, stream: &Transport, key: &str, code: u16, why: &str) {
     shard.m().shed.inc();
     let wait_ms = SHED_MIN_MS + shard.new_session_id() % SHED_JITTER_MS;
     tracing::debug!(why, wait_ms, "connection shed");
     let mut out = Vec::with_capacity(256);
     http::response_switching(&mut out, key);
     let mut frame = BytesMut::with_capacity(64);
-    let mut payload = Vec::with_capacity(32);
-    payload.extend_from_slice(&u16::from(code).to_be_bytes());
-    payload.extend_from_slice(format!("reconnect_after_ms={wait_ms}").as_bytes());
-    ws::encode_frame(&mut frame, 0x88, &payload);
+    ws::encode_close(&mut frame, code, &format!("reconnect_after_ms={wait_ms}"));
     out.extend_from_slice(&frame);
     let _ = rt::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
 }
@@ -206,12 +274,15 @@ async fn respond(
 }
 
 /// Reads and answers the HTTP request; for an authorised upgrade, registers the session and
-/// returns the live connection.
-async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
+/// returns the live connection and any bytes that came after the request.
+async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<(Rc<Conn>, BytesMut)> {
     let mut head = BytesMut::new();
     let parsed = rt::timeout(HANDSHAKE_TIMEOUT, async {
         loop {
-            let n = stream.read_with(|b| head.extend_from_slice(b)).await.ok()?;
+            let n = stream
+                .read_with(None, |b| head.extend_from_slice(b))
+                .await
+                .ok()?;
             if n == 0 {
                 return None;
             }
@@ -335,7 +406,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
     };
 
     if shard.draining.get() {
-        shed(shard, stream, key, CloseCode::Restart, "draining").await;
+        shed(shard, stream, key, close::RESTART, "draining").await;
         return None;
     }
     if shard.sessions.borrow().len() >= shard.cfg.max_connections_per_shard {
@@ -344,32 +415,18 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
             shard,
             stream,
             key,
-            CloseCode::Again,
+            close::AGAIN,
             "at --max-connections-per-shard",
         )
         .await;
         return None;
     }
     if shard.handshakes.get() > shard.cfg.max_handshakes_per_shard {
-        shed(
-            shard,
-            stream,
-            key,
-            CloseCode::Again,
-            "handshake backlog full",
-        )
-        .await;
+        shed(shard, stream, key, close::AGAIN, "handshake backlog full").await;
         return None;
     }
     if !echo && !shard.live.beating() {
-        shed(
-            shard,
-            stream,
-            key,
-            CloseCode::Again,
-            "no liveness record yet",
-        )
-        .await;
+        shed(shard, stream, key, close::AGAIN, "no liveness record yet").await;
         return None;
     }
     let session = shard.new_session_id();
@@ -395,11 +452,11 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
     if let Err(e) = registered {
         shard.m().register_failures.inc();
         tracing::warn!(error = %e, user = %entry.user, "session registration failed");
-        shed(shard, stream, key, CloseCode::Again, "registry unavailable").await;
+        shed(shard, stream, key, close::AGAIN, "registry unavailable").await;
         return None;
     }
 
-    let outbox = Rc::new(Outbox::for_client(shard.cfg.client_queue, KEEP_CAPACITY));
+    let outbox = Outbox::for_client(shard.cfg.client_queue, KEEP_CAPACITY);
     let mut resp = Vec::with_capacity(200);
     http::response_switching(&mut resp, key);
     let _ = outbox.push(|b| b.extend_from_slice(&resp));
@@ -412,37 +469,32 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<Rc<Conn>> {
             let _ = outbox.push(|b| ws::encode_text_frame(b, &s));
         }
     }
-    let rx = head.split_off(consumed);
-    let ws = WebSocket::from_raw_socket(
-        Io {
-            rx,
-            out: outbox.clone(),
-        },
-        Role::Server,
-        Some(ws::config(shard.cfg.max_ws_message, shard.cfg.client_queue)),
-    );
-    let uplink = (session as usize) % shard.uplinks.len().max(1);
+    // Usually empty: a client rarely sends frames before it has seen the upgrade response.
+    let early = BytesMut::from(&head[consumed..]);
+    let uplink = ((session as usize) % shard.uplinks.len().max(1)) as u32;
     let conn = Rc::new(Conn {
         session,
-        entry,
-        ws: RefCell::new(ws),
-        outbox: outbox.clone(),
+        user: entry.user.into_boxed_str(),
+        outbox,
         stream: stream.stream.clone(),
+        rx: RefCell::new(Vec::new()),
+        ws: Cell::new(Decoder::default()),
+        held_pong: Cell::new(None),
         seq: Cell::new(0),
         uplink,
         last_rx: Cell::new(Instant::now()),
         closing: Cell::new(false),
         echo,
-        bucket: RefCell::new(TokenBucket::new(shard.cfg.msg_burst, Instant::now())),
+        bucket: Cell::new(TokenBucket::new(shard.cfg.msg_burst, Instant::now())),
     });
     if echo {
-        return Some(conn);
+        return Some((conn, early));
     }
     shard.sessions.borrow_mut().insert(session, conn.clone());
     shard.m().connects.inc();
     shard.m().connections.inc();
-    tracing::debug!(session, user = %conn.entry.user, "client connected");
-    Some(conn)
+    tracing::debug!(session, user = %conn.user, "client connected");
+    Some((conn, early))
 }
 
 async fn serve(shard: Rc<Shard>, stream: Stream) {
@@ -458,106 +510,269 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
     shard.handshakes.set(shard.handshakes.get() + 1);
     let conn = Box::pin(handshake(&shard, &stream)).await;
     shard.handshakes.set(shard.handshakes.get() - 1);
-    let Some(conn) = conn else {
+    let Some((conn, mut early)) = conn else {
         return;
     };
     let session = conn.session;
-    let outbox = conn.outbox.clone();
-    let writer_stream = stream.clone();
-    let writer = rt::spawn(async move {
-        if let Err(e) = writer_stream.run_writer(&outbox).await {
-            tracing::debug!(error = %e, "client write failed");
-        }
-        writer_stream.stream.shutdown();
-    });
-
-    // Bytes that arrived with the upgrade request are processed before the first read.
-    process(&shard, &conn);
-    while !conn.outbox.is_closed() {
-        let read = stream
-            .read_with(|b| conn.ws.borrow_mut().get_mut().rx.extend_from_slice(b))
-            .await;
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                conn.last_rx.set(Instant::now());
-                process(&shard, &conn);
-            }
-        }
+    if !early.is_empty() {
+        // Bytes that arrived with the upgrade request, before the first read.
+        on_bytes(&shard, &conn, &mut early);
     }
+    drop(early);
 
-    conn.closing.set(true);
-    conn.outbox.close();
-    if !conn.echo {
-        shard.sessions.borrow_mut().remove(&session);
-        shard.m().connections.dec();
-    }
-    // Let the writer flush a close frame, but never wait on a peer that stopped reading.
-    if rt::timeout(Duration::from_secs(2), writer).await.is_none() {
-        conn.stream.shutdown();
+    if stream.is_tls() {
+        // TLS (rare: the load balancer usually ends it) keeps the simple async form, boxed so
+        // its larger state does not size plain connections.
+        Box::pin(run_tls(&shard, &conn, &stream)).await;
+    } else {
+        let mut d = Driver {
+            shard: &shard,
+            conn: &conn,
+            out: BytesMut::new(),
+            read_done: false,
+            write_done: false,
+        };
+        (&mut d).await;
+        ended(&shard, &conn);
+        // Let the writer flush a close frame, but never wait on a peer that stopped reading.
+        if !d.write_done && Box::pin(rt::timeout(FLUSH_TIMEOUT, &mut d)).await.is_none() {
+            conn.stream.shutdown();
+        }
     }
     if conn.echo {
         return;
     }
-    let unregister = shard.registry.unregister(&conn.entry);
-    shard.m().registry_cmds(RegistryOp::Unregister, 1);
-    if let Err(e) = unregister.await {
-        tracing::warn!(error = %e, session, "session cleanup failed; its TTL will expire it");
-    }
+    // Boxed, like the handshake: the registry call's state must not size the idle task.
+    Box::pin(async {
+        let entry = conn.entry(&shard);
+        let unregister = shard.registry.unregister(&entry);
+        shard.m().registry_cmds(RegistryOp::Unregister, 1);
+        if let Err(e) = unregister.await {
+            tracing::warn!(error = %e, session, "session cleanup failed; its TTL will expire it");
+        }
+    })
+    .await;
     tracing::debug!(session, "client disconnected");
 }
 
-/// Runs tungstenite over the bytes received so far and handles each complete message.
-fn process(shard: &Shard, conn: &Rc<Conn>) {
-    loop {
-        let res = conn.ws.borrow_mut().read();
-        match res {
-            Ok(Message::Text(text)) if conn.echo => {
-                conn.send_text(shard, text.as_bytes());
+/// How long a closing connection may take to write out what is queued (a close frame).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reads handled in one poll before the task yields to the others on the shard.
+const READS_PER_POLL: usize = 8;
+
+/// The reader stopped: the session is gone from the shard; the writer may still flush.
+fn ended(shard: &Shard, conn: &Conn) {
+    conn.closing.set(true);
+    conn.outbox.close();
+    if !conn.echo {
+        shard.sessions.borrow_mut().remove(&conn.session);
+        shard.m().connections.dec();
+    }
+}
+
+/// A plain connection's reader and writer as one hand-written future: it holds no future per
+/// direction (only references, the batch being written and two flags), so the connection's
+/// task stays small. Resolves when the reader is done (peer closed, error, or the connection
+/// closing) or the writer is; once `read_done`, polling it again only flushes.
+struct Driver<'a> {
+    shard: &'a Shard,
+    conn: &'a Rc<Conn>,
+    /// The batch being written; unallocated when nothing is.
+    out: BytesMut,
+    read_done: bool,
+    /// The outbox is closed and written out, or writing failed; the socket is shut.
+    write_done: bool,
+}
+
+impl Future for Driver<'_> {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let (shard, conn) = (this.shard, this.conn);
+        let was_reading = !this.read_done;
+        let mut reads = 0;
+        while !this.read_done {
+            if conn.outbox.is_closed() {
+                this.read_done = true;
+                break;
             }
-            Ok(Message::Binary(data)) if conn.echo => {
-                let _ = conn.outbox.push(|b| ws::encode_frame(b, 0x82, &data));
+            if reads == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
             }
-            Ok(Message::Text(text)) => handle_text(shard, conn, text.as_str()),
-            Ok(Message::Binary(_)) => conn.send_error(
-                shard,
-                None,
-                ErrorCode::BinaryUnsupported,
-                "binary frames are not supported; send JSON text frames",
-            ),
-            Ok(Message::Close(_)) => {
-                // tungstenite queued the close reply; flush it and let the writer end.
-                conn.closing.set(true);
-                let _ = conn.ws.borrow_mut().flush();
-                conn.outbox.close();
-                return;
-            }
-            Ok(_) => {} // ping (pong queued by tungstenite), pong, raw frame
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
-                conn.outbox.close();
-                return;
-            }
-            Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
-                let reason = format!("message of {size} bytes exceeds {max_size}");
-                return conn.close(CloseCode::Size, &reason);
-            }
-            Err(WsError::Utf8(_)) => return conn.close(CloseCode::Invalid, "invalid UTF-8"),
-            Err(WsError::Protocol(p)) => {
-                return conn.close(CloseCode::Protocol, &p.to_string());
-            }
-            Err(e) => {
-                tracing::debug!(session = conn.session, error = %e, "websocket error");
-                conn.abort();
-                return;
+            reads += 1;
+            match conn
+                .stream
+                .poll_read_with(cx, &mut |b| on_bytes(shard, conn, b))
+            {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => this.read_done = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
             }
         }
+        loop {
+            if this.out.is_empty() {
+                conn.outbox.take_into(&mut this.out);
+                if this.out.is_empty() {
+                    if conn.outbox.is_closed() {
+                        conn.stream.shutdown();
+                        this.write_done = true;
+                        return Poll::Ready(());
+                    }
+                    match std::pin::pin!(conn.outbox.wait()).poll(cx) {
+                        Poll::Ready(()) => continue,
+                        Poll::Pending => break,
+                    }
+                }
+            }
+            match conn.stream.poll_write(cx, &this.out) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    this.out.advance(n);
+                    if this.out.is_empty() {
+                        // Keep the buffer for the next swap only while more is queued, so an
+                        // idle connection holds none.
+                        if conn.outbox.queued() == 0 {
+                            this.out = BytesMut::new();
+                        } else {
+                            this.out.clear();
+                        }
+                    }
+                }
+                Poll::Ready(r) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "client write failed");
+                    }
+                    conn.outbox.fail();
+                    conn.stream.shutdown();
+                    this.out = BytesMut::new();
+                    this.write_done = true;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => break,
+            }
+        }
+        if was_reading && this.read_done {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
-    let mut ws = conn.ws.borrow_mut();
-    let _ = ws.flush();
-    let rx = &mut ws.get_mut().rx;
-    if rx.is_empty() && rx.capacity() > KEEP_CAPACITY {
-        *rx = BytesMut::new();
+}
+
+/// [`Driver`]'s job for a TLS connection, in plain async: reader and writer polled together.
+async fn run_tls(shard: &Shard, conn: &Rc<Conn>, stream: &Transport) {
+    let mut writer = std::pin::pin!(async {
+        if let Err(e) = stream.run_writer(&conn.outbox).await {
+            tracing::debug!(error = %e, "client write failed");
+        }
+        stream.stream.shutdown();
+    });
+    let reader = async {
+        while !conn.outbox.is_closed() {
+            let read = stream
+                .read_with(Some(&conn.outbox), |b| on_bytes(shard, conn, b))
+                .await;
+            if matches!(read, Ok(0) | Err(_)) {
+                break;
+            }
+        }
+    };
+    let writer_done = futures_lite::future::or(
+        async {
+            reader.await;
+            false
+        },
+        async {
+            writer.as_mut().await;
+            true
+        },
+    )
+    .await;
+    ended(shard, conn);
+    if !writer_done && rt::timeout(FLUSH_TIMEOUT, writer.as_mut()).await.is_none() {
+        conn.stream.shutdown();
+    }
+}
+
+/// Bytes read from the client (in the shard's read scratch, or early bytes): decodes the
+/// complete frames where they lie and keeps only an incomplete last frame, in `conn.rx`.
+fn on_bytes(shard: &Shard, conn: &Rc<Conn>, data: &mut [u8]) {
+    conn.last_rx.set(Instant::now());
+    if conn.closing.get() {
+        return;
+    }
+    conn.flush_pong();
+    let mut rx = conn.rx.borrow_mut();
+    if rx.is_empty() {
+        drop(rx);
+        let Some(used) = decode(shard, conn, data) else {
+            return;
+        };
+        if used < data.len() {
+            conn.rx.borrow_mut().extend_from_slice(&data[used..]);
+        }
+    } else {
+        // The frame started in an earlier read: append and decode from the buffer. Taken out
+        // of the cell meanwhile, so the message handlers may use the connection freely.
+        rx.extend_from_slice(data);
+        let mut buf = std::mem::take(&mut *rx);
+        drop(rx);
+        let Some(used) = decode(shard, conn, &mut buf) else {
+            return;
+        };
+        if used < buf.len() {
+            buf.drain(..used);
+            *conn.rx.borrow_mut() = buf;
+        }
+    }
+}
+
+/// Runs the decoder over `buf` and handles each message; the bytes consumed, or `None` once
+/// the connection is closing (the rest of the input is then moot).
+fn decode(shard: &Shard, conn: &Rc<Conn>, buf: &mut [u8]) -> Option<usize> {
+    let mut dec = conn.ws.take();
+    let max = shard.cfg.max_ws_message;
+    let res = dec.decode(buf, max, &mut |m| on_message(shard, conn, m));
+    conn.ws.set(dec);
+    match res {
+        Err(e) => {
+            tracing::debug!(session = conn.session, error = %e, "websocket protocol error");
+            conn.close(e.close_code(), &e.to_string());
+            None
+        }
+        Ok(_) if conn.closing.get() => None,
+        Ok(used) => Some(used),
+    }
+}
+
+fn on_message(shard: &Shard, conn: &Rc<Conn>, m: Message<'_>) {
+    if conn.closing.get() {
+        return;
+    }
+    match m {
+        Message::Text(text) if conn.echo => {
+            conn.send_text(shard, text.as_bytes());
+        }
+        Message::Binary(data) if conn.echo => {
+            let _ = conn.outbox.push(|b| ws::encode_frame(b, 0x82, data));
+        }
+        Message::Text(text) => handle_text(shard, conn, text),
+        Message::Binary(_) => conn.send_error(
+            shard,
+            None,
+            ErrorCode::BinaryUnsupported,
+            "binary frames are not supported; send JSON text frames",
+        ),
+        Message::Ping(p) => conn.send_pong(p),
+        Message::Pong(_) => {}
+        Message::Close(code, _) => {
+            // Echo the peer's code (RFC 6455 5.5.1), then end once it is written.
+            conn.closing.set(true);
+            conn.held_pong.take();
+            conn.outbox.push_and_close(|b| match code {
+                Some(c) => ws::encode_close(b, c, ""),
+                None => ws::encode_frame(b, 0x88, b""),
+            });
+        }
     }
 }
 
@@ -569,12 +784,12 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
     match msg {
         ClientMessage::Presence { id, users } => {
             let (rate, burst) = (shard.cfg.msg_rate, shard.cfg.msg_burst);
-            if !conn.bucket.borrow_mut().take(rate, burst, Instant::now()) {
+            if !conn.take_token(rate, burst) {
                 shard.m().rate_limited.inc();
                 let msg = format!("over {rate} requests per second; slow down");
                 return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
             }
-            let Some(link) = shard.pick_uplink(conn.uplink) else {
+            let Some(link) = shard.pick_uplink(conn.uplink as usize) else {
                 return conn.send_error(
                     shard,
                     Some(id),
@@ -601,13 +816,13 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
                 return conn.send_ack(shard, id, AckStatus::Failed, Some(why));
             }
             let (rate, burst) = (shard.cfg.msg_rate, shard.cfg.msg_burst);
-            if !conn.bucket.borrow_mut().take(rate, burst, Instant::now()) {
+            if !conn.take_token(rate, burst) {
                 shard.m().rate_limited.inc();
                 let msg = format!("over {rate} messages per second; slow down");
                 return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
             }
             shard.m().messages_in.inc();
-            let Some(link) = shard.pick_uplink_for(conn.session, conn.uplink) else {
+            let Some(link) = shard.pick_uplink_for(conn.session, conn.uplink as usize) else {
                 return conn.send_ack(shard, id, AckStatus::Failed, Some("no router available"));
             };
             let seq = conn.seq.get() + 1;
@@ -618,13 +833,7 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
             let queued = {
                 let mut s = shard.scratch.borrow_mut();
                 s.clear();
-                cj::encode_message(
-                    &mut s,
-                    sid,
-                    &conn.entry.user,
-                    body,
-                    runtime::clock::unix_ms(),
-                );
+                cj::encode_message(&mut s, sid, &conn.user, body, runtime::clock::unix_ms());
                 link.send(msg_id, to, &s)
             };
             if queued {
@@ -644,4 +853,25 @@ fn fmt_server_id(buf: &mut [u8; 40], session: u64, seq: u64) -> &str {
     let _ = write!(cur, "{session:016x}-{seq}");
     let n = cur.position() as usize;
     std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `size_of` of what an async fn returns, without calling it.
+    fn future_size<A, B, R, F: Fn(A, B) -> R>(_: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// The per-connection layout docs/perf.md accounts for: an `Rc<Conn>` (16 bytes of
+    /// counts + the struct) fits mimalloc's 256-byte size class, and the task's future stays
+    /// small (debug builds lay futures out larger than release ones).
+    #[test]
+    fn per_connection_state_stays_small() {
+        let conn = std::mem::size_of::<Conn>();
+        assert!(16 + conn <= 256, "Conn is {conn} bytes");
+        let task = future_size(&serve);
+        assert!(task <= 256, "connection future is {task} bytes");
+    }
 }

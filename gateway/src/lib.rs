@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`config`]: flags, environment variables, defaults and validation.
 //! - [`http`]: pure HTTP/1.1 request-head parsing and responses for the upgrade.
-//! - `ws`: the per-connection WebSocket adapter over tungstenite (sans-I/O buffers).
-//! - `client`: one client connection: handshake, auth, registration, reads, sends.
+//! - `ws`: the server frames the gateway sends (decoding is [`wire::ws`], sans-I/O).
+//! - `client`: one client connection: handshake, auth, registration, then one task per
+//!   connection whose hand-written future reads and writes; per idle connection one task, one
+//!   256-byte `Conn` and no buffer (docs/perf.md, "Idle memory per connection").
 //! - `shard`: per-shard state: sessions, pending sends awaiting an ack (and which router link
 //!   each session's sends in flight are on), timers, drain.
 //! - `limits`: the per-connection send rate limit (token bucket).

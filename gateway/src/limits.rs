@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 /// Refills `rate` tokens per second up to `burst`; each send takes one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     tokens: f32,
     last: Instant,

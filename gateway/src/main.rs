@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-// `system-alloc` leaves the process on the system allocator, whose calls valgrind and
-// LeakSanitizer intercept (mimalloc takes its memory from mmap, out of their sight).
+// `--features system-alloc` leaves the process on the system allocator, whose calls valgrind,
+// LeakSanitizer and heaptrack intercept (mimalloc takes its memory from mmap, out of their sight).
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

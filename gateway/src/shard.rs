@@ -265,7 +265,7 @@ impl Shard {
         let mut n = 0;
         for sid in sessions {
             if let Some(c) = map.get(&sid) {
-                if c.entry.user.as_bytes() == to && c.send_text(self, payload) {
+                if c.user.as_bytes() == to && c.send_text(self, payload) {
                     n += 1;
                 }
             }

@@ -48,9 +48,6 @@ pub struct Transport {
 
 struct Tls {
     conn: RefCell<ServerConnection>,
-    /// Once the writer task runs, only it writes to the socket (two tasks writing could
-    /// interleave records); the reader then wakes it for TLS's own records.
-    writer: RefCell<Option<Rc<Outbox>>>,
 }
 
 impl Transport {
@@ -58,16 +55,26 @@ impl Transport {
         let tls = match tls {
             Some(cfg) => Some(Rc::new(Tls {
                 conn: RefCell::new(ServerConnection::new(cfg.clone()).map_err(io::Error::other)?),
-                writer: RefCell::new(None),
             })),
             None => None,
         };
         Ok(Transport { stream, tls })
     }
 
+    /// Whether TLS runs over the socket.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Reads until some plaintext arrives and hands it to `sink`; 0 means the peer closed.
-    /// TLS records of its own (handshake, alerts) are flushed to the socket on the way.
-    pub async fn read_with<F: FnMut(&[u8]) + Unpin>(&self, mut sink: F) -> io::Result<usize> {
+    /// TLS records of its own (handshake, alerts) are flushed to the socket on the way, or,
+    /// once the connection's writer runs (`writer`), handed to it: only it may write then
+    /// (two writers could interleave records).
+    pub async fn read_with<F: FnMut(&mut [u8]) + Unpin>(
+        &self,
+        writer: Option<&Outbox>,
+        mut sink: F,
+    ) -> io::Result<usize> {
         let Some(tls) = &self.tls else {
             return self.stream.read_with(sink).await;
         };
@@ -75,7 +82,8 @@ impl Transport {
             let mut failed = None;
             let n = self
                 .stream
-                .read_with(|mut cipher: &[u8]| {
+                .read_with(|cipher: &mut [u8]| {
+                    let mut cipher: &[u8] = cipher;
                     let mut c = tls.conn.borrow_mut();
                     while !cipher.is_empty() {
                         if let Err(e) = c.read_tls(&mut cipher) {
@@ -90,7 +98,6 @@ impl Transport {
                 })
                 .await?;
             // Send what rustls wants to say (handshake replies, or the alert for an error).
-            let writer = tls.writer.borrow().clone();
             match writer {
                 Some(w) => w.wake(),
                 None => self.flush_tls().await?,
@@ -107,7 +114,7 @@ impl Transport {
                 match tls.conn.borrow_mut().reader().read(&mut buf) {
                     Ok(0) => return Ok(total), // close_notify: the peer is done
                     Ok(k) => {
-                        sink(&buf[..k]);
+                        sink(&mut buf[..k]);
                         total += k;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -145,11 +152,10 @@ impl Transport {
 
     /// The connection's writer loop: sends what the outbox gathers until it is closed and
     /// drained, sealing it under TLS.
-    pub async fn run_writer(&self, outbox: &Rc<Outbox>) -> io::Result<()> {
+    pub async fn run_writer(&self, outbox: &Outbox) -> io::Result<()> {
         let Some(tls) = &self.tls else {
             return outbox.run_writer(&self.stream).await;
         };
-        *tls.writer.borrow_mut() = Some(outbox.clone());
         let mut plain = BytesMut::new();
         loop {
             outbox.take_into(&mut plain);
@@ -167,10 +173,8 @@ impl Transport {
                 continue;
             }
             let r = self.write_all(&plain).await;
-            plain.clear();
-            if plain.capacity() > 16 * 1024 {
-                plain = BytesMut::new();
-            }
+            // Nothing kept while idle (a new batch allocates afresh).
+            plain = BytesMut::new();
             r.inspect_err(|_| outbox.fail())?;
         }
     }

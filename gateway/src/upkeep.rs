@@ -193,7 +193,7 @@ fn collect(shard: &Shard, pick: impl Fn(u64) -> bool) -> Vec<SessionEntry> {
         .borrow()
         .iter()
         .filter(|(sid, _)| pick(**sid))
-        .map(|(_, c)| c.entry.clone())
+        .map(|(_, c)| c.entry(shard))
         .collect()
 }
 

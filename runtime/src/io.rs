@@ -46,21 +46,65 @@ impl Stream {
         Stream(Rc::new(Inner::Epoll(s)))
     }
 
-    /// Reads what is available (at most [`SCRATCH_SIZE`]) and passes it to `sink`.
+    /// Reads what is available (at most [`SCRATCH_SIZE`]) and passes it to `sink`, mutable so
+    /// that a decoder can work in place (e.g. unmask WebSocket payloads) without a copy.
     /// Resolves to the byte count; 0 means the peer closed.
-    pub async fn read_with<F: FnMut(&[u8]) + Unpin>(&self, mut sink: F) -> io::Result<usize> {
+    pub async fn read_with<F: FnMut(&mut [u8]) + Unpin>(&self, sink: F) -> io::Result<usize> {
+        ReadWith { stream: self, sink }.await
+    }
+
+    /// [`Stream::read_with`] as a poll, for hand-written futures that read and write from one
+    /// task without storing a future per direction.
+    pub fn poll_read_with(
+        &self,
+        cx: &mut Context<'_>,
+        sink: &mut impl FnMut(&mut [u8]),
+    ) -> Poll<io::Result<usize>> {
         match &*self.0 {
-            Inner::Uring(s) => ReadWith { stream: s, sink }.await,
+            Inner::Uring(s) => SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut st = s.borrow_mut();
+                match Pin::new(&mut *st).poll_read(cx, &mut scratch[..]) {
+                    Poll::Ready(Ok(n)) => {
+                        drop(st);
+                        sink(&mut scratch[..n]);
+                        Poll::Ready(Ok(n))
+                    }
+                    other => other,
+                }
+            }),
             Inner::Epoll(s) => loop {
-                s.readable().await?;
+                match s.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
                 let r = SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
                     s.try_read(&mut scratch[..])
-                        .inspect(|&n| sink(&scratch[..n]))
+                        .inspect(|&n| sink(&mut scratch[..n]))
                 });
                 match r {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return r,
+                    r => return Poll::Ready(r),
+                }
+            },
+        }
+    }
+
+    /// Writes some of `data` (as a poll, see [`Stream::poll_read_with`]).
+    pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match &*self.0 {
+            Inner::Uring(s) => Pin::new(&mut *s.borrow_mut()).poll_write(cx, data),
+            Inner::Epoll(s) => loop {
+                match s.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                match s.try_write(data) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return Poll::Ready(r),
                 }
             },
         }
@@ -114,26 +158,15 @@ impl Stream {
 }
 
 struct ReadWith<'a, F> {
-    stream: &'a RefCell<glommio::net::TcpStream>,
+    stream: &'a Stream,
     sink: F,
 }
 
-impl<F: FnMut(&[u8]) + Unpin> Future for ReadWith<'_, F> {
+impl<F: FnMut(&mut [u8]) + Unpin> Future for ReadWith<'_, F> {
     type Output = io::Result<usize>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut s = this.stream.borrow_mut();
-            match Pin::new(&mut *s).poll_read(cx, &mut scratch[..]) {
-                Poll::Ready(Ok(n)) => {
-                    drop(s);
-                    (this.sink)(&scratch[..n]);
-                    Poll::Ready(Ok(n))
-                }
-                other => other,
-            }
-        })
+        this.stream.poll_read_with(cx, &mut this.sink)
     }
 }
 

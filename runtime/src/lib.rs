@@ -12,8 +12,10 @@
 //! - [`shards`]: start one pinned executor per shard and join them.
 //! - [`net`]: listeners and connects on the shard's backend.
 //! - [`listen`]: bind `SO_REUSEPORT` listeners up front, so bind errors surface before start-up.
-//! - [`io`]: a shared-ownership TCP stream whose read and write halves live in different tasks,
-//!   and reads into a per-shard scratch buffer (no read buffer is held by an idle connection).
+//! - [`io`]: a shared-ownership TCP stream whose read and write halves may live in different
+//!   tasks, or be polled from one hand-written future (`poll_read_with`, `poll_write`: the
+//!   gateway's one task per client); reads go into a per-shard scratch buffer handed out
+//!   mutably, so decoders work in place and an idle connection holds no read buffer.
 //! - [`outbox`]: a batching write buffer drained by one writer task (many frames per syscall).
 //! - [`signal`]: a one-waiter wake-up flag, cheaper than a channel.
 //! - [`backoff`]: jittered exponential backoff (pure, time passed in).

@@ -111,7 +111,8 @@ pub enum PushError {
 impl Outbox {
     /// A link's outbox ([`Class::Link`]).
     /// `limit`: bytes that may wait before pushes are refused (the slow-consumer bound).
-    /// `keep_capacity`: buffers larger than this are freed once drained.
+    /// `keep_capacity`: buffers larger than this are freed once drained (0: every buffer is
+    /// freed once drained, so an idle connection holds none).
     pub fn new(limit: usize, keep_capacity: usize) -> Self {
         Self::with_class(Class::Link, limit, keep_capacity)
     }
@@ -188,6 +189,16 @@ impl Outbox {
         let len = buf.len();
         drop(buf);
         self.account(len);
+        self.close();
+    }
+
+    /// Appends `f`'s bytes after everything queued, regardless of the limit, and closes: the
+    /// writer sends them last. For a close frame that must follow the replies already queued.
+    pub fn push_and_close(&self, f: impl FnOnce(&mut BytesMut)) {
+        if self.closed.get() {
+            return;
+        }
+        f(&mut self.buf.borrow_mut());
         self.close();
     }
 

@@ -20,6 +20,9 @@
 //!   `encode_*` function per message the gateway sends.
 //! * [`error`]: [`WireError`], the link-protocol error (client JSON errors are values of
 //!   [`client::ClientError`], since they are answered, not fatal).
+//! * [`ws`]: RFC 6455 WebSocket framing for the gateway's client connections: a sans-I/O
+//!   decoder ([`ws::Decoder`], one pointer of state per connection) that validates and unmasks
+//!   frames in the caller's buffer, and the server-frame encoders.
 //! * `json` (private): JSON string escaping and integer formatting for the client encoders.
 
 pub mod client;
@@ -28,6 +31,7 @@ pub mod frame;
 mod json;
 pub mod link;
 pub mod user;
+pub mod ws;
 
 pub use error::WireError;
 pub use frame::{AckStatus, Frame, Role, SessionIds, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
