@@ -303,6 +303,13 @@ def main():
                              "failed 0, connection failures 0"))
         if bad:
             failures.append(f"{name} runs: {bad}")
+        if t["messages.offline"]:
+            # Every recipient stays connected for its run, so these are wrong answers, but
+            # answers: a gateway whose liveness record lapsed (a stall past its TTL) makes the
+            # router judge its sessions dead. Reported, not judged.
+            lines.append(f"  NOTE: {t['messages.offline']} sends acked offline although every "
+                         f"recipient was connected (see the gateways' 'liveness record was "
+                         f"missing' warnings)")
     if "steady" in reports:
         r = reports["steady"][0]
         lat = r["latency_us"]

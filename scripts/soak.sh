@@ -19,7 +19,9 @@
 # a second try before it ends the sweep). SOAK_MAX_RATE skips the sweep. The soak then runs SOAK_CLIENTS clients for the whole duration at half that
 # rate minus the churn's share, while a loop of short `perf load` runs (SOAK_CHURN_CLIENTS other
 # users, SOAK_CHURN_SECONDS of sending at SOAK_CHURN_RATE) connects, sends, disconnects and
-# starts again until the end.
+# starts again until the end. The churn runs keep perf's exact ledger (--ledger: every send and
+# receipt checked by id); the steady run is judged by perf's counters (a ledger of its millions
+# of sends would take hundreds of MB next to the servers).
 #
 # Environment (defaults): SOAK_MAX_RATE (measured), SOAK_CLIENTS (2000), SOAK_CHURN_CLIENTS (400),
 # SOAK_CHURN_RATE (200), SOAK_CHURN_SECONDS (3), SOAK_SAMPLE_S (5; 1 under 2 minutes),
@@ -278,7 +280,7 @@ churn() {
     while [[ ! -e $OUT/stop-churn ]] && kill -0 "$STEADY_PID" 2>/dev/null; do
         "$BIN/perf" load "${URLS[@]}" --secret "$SECRET" --first-client "$CHURN_FIRST" \
             --clients "$CHURN_CLIENTS" --rate "$CHURN_RATE" --duration "$CHURN_SECONDS" \
-            --connect-rate $((CHURN_CLIENTS * 2)) --grace 11 --threads 1 \
+            --connect-rate $((CHURN_CLIENTS * 2)) --grace 11 --threads 1 --ledger \
             --json "$OUT/churn/$i.json" >"$OUT/churn/$i.txt" 2>"$OUT/churn/$i.log" ||
             echo "churn run $i: perf exited $?" >>"$OUT/churn/errors.txt"
         i=$((i + 1))
