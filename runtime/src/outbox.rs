@@ -21,8 +21,10 @@ pub struct Outbox {
     buf: RefCell<BytesMut>,
     signal: Signal,
     closed: Cell<bool>,
-    limit: usize,
-    keep_capacity: usize,
+    // u32 (4 GiB is far beyond any queue bound): the gateway's per-connection state must fit
+    // one 256-byte allocation, and this outbox is inside it.
+    limit: u32,
+    keep_capacity: u32,
     class: Class,
     /// Queued bytes as last added to the totals.
     counted: Cell<usize>,
@@ -128,8 +130,8 @@ impl Outbox {
             buf: RefCell::new(BytesMut::new()),
             signal: Signal::default(),
             closed: Cell::new(false),
-            limit,
-            keep_capacity,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            keep_capacity: u32::try_from(keep_capacity).unwrap_or(u32::MAX),
             class,
             counted: Cell::new(0),
         }
@@ -149,7 +151,7 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         let mut buf = self.buf.borrow_mut();
-        if buf.len() > self.limit {
+        if buf.len() > self.limit as usize {
             return Err(PushError::Full);
         }
         f(&mut buf);
@@ -244,7 +246,7 @@ impl Outbox {
             self.account(0);
             let res = stream.write_all(&out).await;
             out.clear();
-            if out.capacity() > self.keep_capacity {
+            if out.capacity() > self.keep_capacity as usize {
                 out = BytesMut::new();
             }
             if let Err(e) = res {
