@@ -303,33 +303,9 @@ fn ours(a: &Args, backend: runtime::rt::Backend) {
                         b"BYSCORE",
                     ]))
                 }
-                Op::Register { key, member } => {
-                    let (now, ttl) = (now_ms(), Int::from(60_000));
-                    let k = key.as_bytes();
+                batch @ (Op::Register { .. } | Op::Refresh { .. }) => {
                     let mut b = Batch::new();
-                    b.push(&[b"ZREMRANGEBYSCORE", k, b"-inf", Int::from(now).as_ref()]);
-                    b.push(&[
-                        b"ZADD",
-                        k,
-                        Int::from(now + 60_000).as_ref(),
-                        member.as_bytes(),
-                    ]);
-                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
-                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
-                    Started::Batch(client.submit_batch(b))
-                }
-                Op::Refresh { key, member } => {
-                    let (now, ttl) = (now_ms(), Int::from(60_000));
-                    let k = key.as_bytes();
-                    let mut b = Batch::new();
-                    b.push(&[
-                        b"ZADD",
-                        k,
-                        Int::from(now + 60_000).as_ref(),
-                        member.as_bytes(),
-                    ]);
-                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"NX"]);
-                    b.push(&[b"PEXPIRE", k, ttl.as_ref(), b"GT"]);
+                    push(&mut b, batch);
                     Started::Batch(client.submit_batch(b))
                 }
             }
