@@ -112,16 +112,10 @@ run_under() {
     wait "$steady" || true
 
     # Gateways first (they drain their clients and links), then the router.
-    local rcs=() pid rc
-    for pid in "${gw_pids[@]}" "$router_pid"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        rc=0
-        wait "$pid" || rc=$?
-        rcs+=("$rc")
-    done
+    stop_in_order "${gw_pids[@]}" "$router_pid"
     stop_pid "$redis_pid"
-    echo "${rcs[*]}" >"$dir/exit-statuses"
-    log "$tool: stopped; exit statuses gw0 gw1 router: ${rcs[*]}"
+    echo "$STOP_RCS" >"$dir/exit-statuses"
+    log "$tool: stopped; exit statuses gw0 gw1 router: $STOP_RCS"
 }
 
 # exec: the server then is the process the caller holds the PID of and signals.

@@ -303,14 +303,8 @@ touch "$OUT/stop-sampler"
 wait "$SAMPLER_PID" 2>/dev/null || true
 
 # A graceful stop: every server must drain and exit 0.
-STOP_RCS=()
-for pid in "${GW_PIDS[@]}" "$ROUTER_PID"; do
-    kill -TERM "$pid" 2>/dev/null || true
-    rc=0
-    wait "$pid" || rc=$?
-    STOP_RCS+=("$rc")
-done
-echo "gw0 gw1 router exit statuses after SIGTERM: ${STOP_RCS[*]}" >"$OUT/stop.txt"
+stop_in_order "${GW_PIDS[@]}" "$ROUTER_PID"
+echo "gw0 gw1 router exit statuses after SIGTERM: $STOP_RCS" >"$OUT/stop.txt"
 grep -l "panicked" "$OUT"/*.log >>"$OUT/stop.txt" 2>/dev/null || true
 
 python3 scripts/soak-analyze.py "$OUT" --soak-start "$SOAK_T0" --warmup "$WARMUP_S" \

@@ -58,3 +58,18 @@ wait_http_ok() {
     echo "$url did not answer in $timeout_s s" >&2
     return 1
 }
+
+# stop_in_order PID...: SIGTERM each server in turn (gateways before the router, so they drain
+# their clients and links first) and wait for it; sets STOP_RCS to their exit statuses,
+# space-separated. (Not a command substitution: `wait` works only in the shell that started
+# the servers.)
+stop_in_order() {
+    local rcs=() pid rc
+    for pid in "$@"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        rc=0
+        wait "$pid" || rc=$?
+        rcs+=("$rc")
+    done
+    STOP_RCS="${rcs[*]}"
+}

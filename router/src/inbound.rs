@@ -53,6 +53,9 @@ pub struct Inbound {
     jobs: RefCell<VecDeque<Job>>,
     signal: Signal,
     reading: Cell<bool>,
+    /// [`Inbound::poll_next`]'s list of sends still waiting for their lookup, kept so that a
+    /// poll with the front send waiting (most of them, under load) allocates nothing.
+    waiting: RefCell<Vec<usize>>,
 }
 
 impl Inbound {
@@ -88,6 +91,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream) {
         jobs: RefCell::new(VecDeque::new()),
         signal: Signal::default(),
         reading: Cell::new(true),
+        waiting: RefCell::default(),
     });
     shard.add_inbound(&link);
     let writer = runtime::link::spawn_writer(&outbox, &stream);
@@ -164,7 +168,8 @@ impl Inbound {
                 Poll::Ready(None)
             };
         }
-        let mut waiting: Vec<usize> = Vec::new();
+        let mut waiting = self.waiting.borrow_mut();
+        waiting.clear();
         for i in 0..jobs.len().min(LOOKAHEAD) {
             let job = &mut jobs[i];
             if job.result.is_none() {
