@@ -7,7 +7,8 @@
 //!
 //! 1. **connect storm + idle**: `--clients` connections dial at once and stay idle (1 msg/s in
 //!    all): connects per second (connections up / first dial to last welcome) and server RSS
-//!    per idle connection (peak RSS growth of the server processes, Redis excluded, / clients);
+//!    per idle connection (RSS growth of the server processes, Redis excluded, / clients, at the
+//!    plateau while every client is connected: `procstat::plateau_rss`);
 //! 2. **rate sweep**: steady pairs at `--common-rate`, then doubling until a run fails (delivery
 //!    P99 over `--p99-ms`, or anything lost, unanswered or failed), then bisecting between the
 //!    last pass and the first failure: the highest passing rate, and the P99 at the common rate
@@ -92,12 +93,16 @@ pub struct SystemFigures {
     pub max_rate_p99_under_50ms: Option<f64>,
     pub p99_ms_at_common_rate: Option<f64>,
     pub p999_ms_at_common_rate: Option<f64>,
+    /// Server RSS growth per connection at the idle plateau (all clients connected; see
+    /// `procstat::plateau_rss`), summed over the server processes.
     pub rss_bytes_per_idle_connection: f64,
+    /// The same from the peak RSS, teardown included (the figure before 2026-11-27).
+    pub rss_bytes_per_connection_peak: f64,
     pub connects_per_second: f64,
     /// Sum over every run of this system.
     pub silent_drops: u64,
     pub idle_clients_up: u64,
-    /// Peak RSS growth per idle connection, per server process.
+    /// RSS growth per idle connection at the plateau, per server process.
     pub rss_bytes_per_idle_connection_by_process: Vec<(String, f64)>,
     pub sweep: Vec<Step>,
     /// Load average (1, 5, 15 min) before and after this system's runs.
@@ -283,21 +288,21 @@ fn load_config(
     .map_err(|e| anyhow::anyhow!(e.join("; ")))
 }
 
-/// Peak RSS per process while a closure runs.
-fn with_peaks<T>(
+/// Every process's samples (RSS, open files) while a closure runs, one every 100 ms.
+fn with_samples<T>(
     pids: &[(String, u32)],
     f: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(T, Vec<u64>)> {
-    let peaks = Arc::new(Mutex::new(vec![0u64; pids.len()]));
+) -> anyhow::Result<(T, Vec<Vec<procstat::ProcSample>>)> {
+    let series = Arc::new(Mutex::new(vec![Vec::new(); pids.len()]));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (peaks, stop, pids) = (peaks.clone(), stop.clone(), pids.to_vec());
+        let (series, stop, pids) = (series.clone(), stop.clone(), pids.to_vec());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for (i, (_, pid)) in pids.iter().enumerate() {
                     if let Some(s) = procstat::sample(*pid) {
-                        if let Ok(mut p) = peaks.lock() {
-                            p[i] = p[i].max(s.rss_bytes);
+                        if let Ok(mut p) = series.lock() {
+                            p[i].push(s);
                         }
                     }
                 }
@@ -308,8 +313,8 @@ fn with_peaks<T>(
     let out = f();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let peaks = peaks.lock().map(|p| p.clone()).unwrap_or_default();
-    Ok((out?, peaks))
+    let series = series.lock().map(|p| p.clone()).unwrap_or_default();
+    Ok((out?, series))
 }
 
 fn step_of(rate: f64, r: &Report, bound_ms: f64) -> Step {
@@ -366,13 +371,22 @@ fn measure(
         connect_rate: 0.0,
     };
     let cfg = load_config(args, &stack.urls, dialect, idle_phase, fd_limit)?;
-    let (idle, peaks) = with_peaks(&servers, || crate::multi::run(&cfg, rt))?;
+    let (idle, series) = with_samples(&servers, || crate::multi::run(&cfg, rt))?;
     let n = args.clients as f64;
+    let per_conn = |rss: u64, b: u64| (rss.saturating_sub(b) as f64 / n).round();
     let by_process: Vec<(String, f64)> = servers
         .iter()
-        .zip(peaks.iter().zip(&before))
-        .map(|((name, _), (peak, b))| (name.clone(), (peak.saturating_sub(*b) as f64 / n).round()))
+        .zip(series.iter().zip(&before))
+        .map(|((name, _), (s, b))| {
+            let plateau = procstat::plateau_rss(s).unwrap_or(0);
+            (name.clone(), per_conn(plateau, *b))
+        })
         .collect();
+    let peak_per_conn: f64 = series
+        .iter()
+        .zip(&before)
+        .map(|(s, b)| per_conn(s.iter().map(|x| x.rss_bytes).max().unwrap_or(0), *b))
+        .sum();
     let rss_per_conn = by_process.iter().map(|p| p.1).sum::<f64>();
     let mut silent = idle.messages.silent_drops;
 
@@ -462,6 +476,7 @@ fn measure(
         p99_ms_at_common_rate: common.map(|s| s.delivery_p99_ms),
         p999_ms_at_common_rate: common.map(|s| s.delivery_p999_ms),
         rss_bytes_per_idle_connection: rss_per_conn.round(),
+        rss_bytes_per_connection_peak: peak_per_conn,
         connects_per_second: idle.connections.connects_per_second,
         silent_drops: silent,
         idle_clients_up: idle.connections.connected,

@@ -48,9 +48,53 @@ pub fn rss_bytes(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The RSS of a process while it held the most connections: the median RSS over the samples
+/// whose open-file count is within 1% (at least 2) of the series' highest. This is the idle
+/// plateau of a storm-then-idle run; the peak RSS would also count the connect ramp's and the
+/// teardown's transient allocations (thousands of close frames and deregistrations at once),
+/// which are not memory *per idle connection*. `None` for an empty series.
+pub fn plateau_rss(samples: &[ProcSample]) -> Option<u64> {
+    let top = samples.iter().map(|s| s.open_files).max()?;
+    let floor = top.saturating_sub((top / 100).max(2));
+    let mut rss: Vec<u64> = samples
+        .iter()
+        .filter(|s| s.open_files >= floor)
+        .map(|s| s.rss_bytes)
+        .collect();
+    rss.sort_unstable();
+    rss.get(rss.len() / 2).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn s(rss: u64, open_files: u64) -> ProcSample {
+        ProcSample {
+            cpu_ns: 0,
+            rss_bytes: rss,
+            open_files,
+        }
+    }
+
+    #[test]
+    fn plateau_ignores_ramp_and_teardown() {
+        // Ramp (fds rising), plateau at ~1,000 fds, teardown spike with fds falling.
+        let series = [
+            s(100, 10),
+            s(300, 500),
+            s(520, 1_000),
+            s(500, 998),
+            s(510, 1_000),
+            s(505, 999),
+            s(900, 400),
+            s(950, 12),
+        ];
+        assert_eq!(plateau_rss(&series), Some(510));
+        assert_eq!(plateau_rss(&[]), None);
+        // Below 200 fds the tolerance is 2 files, not 1%.
+        assert_eq!(plateau_rss(&[s(7, 50), s(9, 48), s(100, 47)]), Some(9));
+    }
 
     #[test]
     fn stat_fields_after_a_tricky_name() {

@@ -3,9 +3,10 @@
 //! (`procstat`) to report CPU per message and memory per connection.
 //!
 //! Scenarios: `steady` (pairs chatting at `--rate`), `idle` (connected clients sending one
-//! message per second in all; memory per connection is the servers' peak RSS growth over their
-//! RSS before any client, divided by the clients), `storm` (as `steady` but every client dials
-//! at once), `sweep` (steady at `--rate` x 1, 2, 3 ... up to `--max-rate`, stopping at the first
+//! message per second in all; memory per connection is the servers' RSS growth over their RSS
+//! before any client at the plateau while every client is connected, divided by the clients;
+//! the peak growth, teardown included, is reported beside it), `storm` (as `steady` but every
+//! client dials at once), `sweep` (steady at `--rate` x 1, 2, 3 ... up to `--max-rate`, stopping at the first
 //! rate whose delivery P99 is over `--p99-ms` or that loses anything).
 
 use std::collections::BTreeMap;
@@ -114,9 +115,14 @@ pub struct ServerFigures {
     pub cpu_s: f64,
     /// CPU time divided by messages received by clients, microseconds.
     pub cpu_us_per_msg: f64,
-    /// (peak RSS - RSS before) / all clients, bytes; summed over the gateways this is the
-    /// gateway memory per connection.
+    /// Median RSS while the process held the most open files (`procstat::plateau_rss`).
+    pub plateau_rss_bytes: u64,
+    /// (peak RSS - RSS before) / all clients, bytes: includes the ramp's and teardown's
+    /// transient allocations.
     pub rss_bytes_per_connection: f64,
+    /// (plateau RSS - RSS before) / all clients, bytes; summed over the gateways this is the
+    /// gateway memory per idle connection (`--scenario idle`).
+    pub rss_bytes_per_connection_plateau: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -209,10 +215,10 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
     // memory machine-wide, at the sample with the most TCP sockets.
     let kernel_before = procstat::kernel_sockets();
     let kernel_peak = Arc::new(Mutex::new(kernel_before.unwrap_or_default()));
-    let peaks = Arc::new(Mutex::new(vec![(0u64, 0u64); pids.len()]));
+    let series = Arc::new(Mutex::new(vec![Vec::<ProcSample>::new(); pids.len()]));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (peaks, stop, pids) = (peaks.clone(), stop.clone(), pids.clone());
+        let (series, stop, pids) = (series.clone(), stop.clone(), pids.clone());
         let kernel_peak = kernel_peak.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -223,9 +229,8 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
                 }
                 for (i, (_, pid)) in pids.iter().enumerate() {
                     if let Some(s) = procstat::sample(*pid) {
-                        if let Ok(mut p) = peaks.lock() {
-                            p[i].0 = p[i].0.max(s.rss_bytes);
-                            p[i].1 = p[i].1.max(s.open_files);
+                        if let Ok(mut p) = series.lock() {
+                            p[i].push(s);
                         }
                     }
                 }
@@ -288,7 +293,7 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
         .iter()
         .map(|(_, p)| procstat::sample(*p).unwrap_or_default())
         .collect();
-    let peaks = peaks.lock().map(|p| p.clone()).unwrap_or_default();
+    let series = series.lock().map(|p| p.clone()).unwrap_or_default();
     // CPU covers every run of a sweep, so divide by every run's messages.
     let msgs = if sweep.is_empty() {
         load.messages.received
@@ -299,9 +304,14 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
     let servers = pids
         .into_iter()
         .zip(before.into_iter().zip(after))
-        .zip(peaks)
-        .map(|(((name, pid), (b, a)), (peak_rss, peak_fds))| {
+        .zip(series)
+        .map(|(((name, pid), (b, a)), series)| {
             let cpu_s = a.cpu_ns.saturating_sub(b.cpu_ns) as f64 / 1e9;
+            let peak_rss = series.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
+            let peak_fds = series.iter().map(|s| s.open_files).max().unwrap_or(0);
+            let plateau_rss = procstat::plateau_rss(&series).unwrap_or(0);
+            let per_client =
+                |rss: u64| rss.saturating_sub(b.rss_bytes) as f64 / args.clients as f64;
             ServerFigures {
                 name,
                 pid,
@@ -311,8 +321,9 @@ pub fn run(args: &RunArgs, fd_limit: u64) -> anyhow::Result<RunReport> {
                 peak_open_files: peak_fds,
                 cpu_s,
                 cpu_us_per_msg: cpu_s * 1e6 / msgs,
-                rss_bytes_per_connection: peak_rss.saturating_sub(b.rss_bytes) as f64
-                    / args.clients as f64,
+                plateau_rss_bytes: plateau_rss,
+                rss_bytes_per_connection: per_client(peak_rss),
+                rss_bytes_per_connection_plateau: per_client(plateau_rss),
             }
         })
         .collect();
@@ -367,20 +378,30 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "\n{:<10} {:>9} {:>11} {:>12} {:>13} {:>10} {:>12}",
-            "server", "cpu s", "cpu us/msg", "rss before", "rss peak", "fds peak", "rss B/client"
+            "\n{:<10} {:>9} {:>11} {:>12} {:>13} {:>13} {:>10} {:>13} {:>13}",
+            "server",
+            "cpu s",
+            "cpu us/msg",
+            "rss before",
+            "rss plateau",
+            "rss peak",
+            "fds peak",
+            "B/client plat",
+            "B/client peak"
         );
-        let mut total: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut total: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
         for s in &self.servers {
             let _ = writeln!(
                 out,
-                "{:<10} {:>9.2} {:>11.1} {:>12} {:>13} {:>10} {:>12.0}",
+                "{:<10} {:>9.2} {:>11.1} {:>12} {:>13} {:>13} {:>10} {:>13.0} {:>13.0}",
                 s.name,
                 s.cpu_s,
                 s.cpu_us_per_msg,
                 s.before.rss_bytes,
+                s.plateau_rss_bytes,
                 s.peak_rss_bytes,
                 s.peak_open_files,
+                s.rss_bytes_per_connection_plateau,
                 s.rss_bytes_per_connection
             );
             let kind = if s.name.starts_with("gateway") {
@@ -388,12 +409,15 @@ impl RunReport {
             } else {
                 "others"
             };
-            *total.entry(kind).or_default() += s.rss_bytes_per_connection;
+            let t = total.entry(kind).or_default();
+            t.0 += s.rss_bytes_per_connection_plateau;
+            t.1 += s.rss_bytes_per_connection;
         }
-        if let Some(g) = total.get("gateways") {
+        if let Some((plateau, peak)) = total.get("gateways") {
             let _ = writeln!(
                 out,
-                "gateways together: {g:.0} bytes RSS per connection (peak growth / clients)"
+                "gateways together: {plateau:.0} bytes RSS per connection at the plateau (all \
+                 clients connected), {peak:.0} from the peak (teardown included)"
             );
         }
         if let Some(k) = &self.kernel {
