@@ -11,6 +11,24 @@ use crate::rt::{self, Backend};
 /// keeps locked memory (`RLIMIT_MEMLOCK`, often 8 MiB for non-root) well within limits.
 const IO_MEMORY: usize = 64 * 1024;
 
+/// io_uring submission queue depth per ring (glommio's default is 128). The kernel sizes a
+/// ring's table of cancellable requests from it (2^(log2(completion entries) - 5) buckets,
+/// at most 256), and every idle socket keeps a poll request in that table. At glommio's default
+/// the table has 8 buckets, so each cancellation (glommio cancels and re-arms its preemption
+/// timers on every loop) walks ~1/8 of all connections: the cost of a message grows with the
+/// number of idle connections. 4096 gives the maximum of 256 buckets; it also makes glommio's
+/// throughput preemption fire after 4096 completions instead of 128 (one task queue per shard,
+/// so nothing to be fair to). Overridable for experiments with `CONNECT_URING_DEPTH`.
+const RING_DEPTH: usize = 4096;
+
+fn ring_depth() -> usize {
+    std::env::var("CONNECT_URING_DEPTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&d: &usize| d > 0)
+        .unwrap_or(RING_DEPTH)
+}
+
 /// CPUs in this process's affinity mask (containers often allow fewer than the host has).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills a zeroed cpu_set_t for the calling thread.
@@ -69,6 +87,7 @@ impl Shards {
                     LocalExecutorBuilder::new(placement)
                         .name(&thread)
                         .io_memory(IO_MEMORY)
+                        .ring_depth(ring_depth())
                         .spawn(move || {
                             rt::set_current(Backend::Uring);
                             f(i)
