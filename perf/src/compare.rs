@@ -5,7 +5,7 @@
 //! For each system: start it (Connect: redis-server, router, 2 gateways; the peer: redis-server
 //! and 2 `node server.js` with the Redis adapter), then
 //!
-//! 1. **connect storm + idle**: `--clients` connections dial at once and stay idle (1 msg/s in
+//! 1. **connect storm + idle**: `--idle-clients` connections dial at once and stay idle (1 msg/s in
 //!    all): connects per second (connections up / first dial to last welcome) and server RSS
 //!    per idle connection (RSS growth of the server processes, Redis excluded, / clients, at the
 //!    plateau while every client is connected: `procstat::plateau_rss`);
@@ -43,9 +43,14 @@ pub struct CompareArgs {
     /// Write SVG plots (both systems' sweep; each system's spectrum at the common rate).
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Client connections in every run.
+    /// Client connections in every sweep run.
     #[arg(long, default_value_t = 2_000)]
     pub clients: usize,
+    /// Client connections in the connect storm and idle phase. More than `--clients` because
+    /// memory per connection is a growth of a few MB over a server's 15-20 MB: at 2,000 clients
+    /// allocator granularity alone moved Connect's figure by 2x between runs.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_clients: usize,
     /// The rate both systems are measured at (msg/s), and the sweep's first.
     #[arg(long, default_value_t = 1_000.0)]
     pub common_rate: f64,
@@ -126,6 +131,7 @@ pub struct Ratios {
 pub struct Comparison {
     pub quick: bool,
     pub clients: usize,
+    pub idle_clients: usize,
     pub common_rate: f64,
     pub p99_bound_ms: f64,
     pub duration_s: f64,
@@ -202,6 +208,7 @@ pub fn run(args: &CompareArgs, fd_limit: u64) -> anyhow::Result<()> {
     let cmp = Comparison {
         quick: args.quick,
         clients: args.clients,
+        idle_clients: args.idle_clients,
         common_rate: args.common_rate,
         p99_bound_ms: args.p99_ms,
         duration_s: duration,
@@ -242,6 +249,7 @@ use crate::report::loadavg;
 
 /// One load run's schedule.
 struct Phase {
+    clients: usize,
     rate: f64,
     duration: f64,
     warmup: f64,
@@ -249,13 +257,13 @@ struct Phase {
 }
 
 fn load_config(
-    args: &CompareArgs,
     urls: &[String],
     dialect: Dialect,
     phase: Phase,
     fd_limit: u64,
 ) -> anyhow::Result<LoadConfig> {
     let Phase {
+        clients,
         rate,
         duration,
         warmup,
@@ -264,7 +272,7 @@ fn load_config(
     LoadArgs {
         urls: urls.to_vec(),
         secret: stack::SECRET.into(),
-        clients: args.clients,
+        clients,
         rate,
         duration,
         warmup,
@@ -362,17 +370,18 @@ fn measure(
     // 1. Connect storm, then idle.
     eprintln!(
         "perf compare: {dialect:?}: connect storm of {} clients, idle",
-        args.clients
+        args.idle_clients
     );
     let idle_phase = Phase {
+        clients: args.idle_clients,
         rate: 1.0,
         duration: 3.0,
         warmup: 0.0,
         connect_rate: 0.0,
     };
-    let cfg = load_config(args, &stack.urls, dialect, idle_phase, fd_limit)?;
+    let cfg = load_config(&stack.urls, dialect, idle_phase, fd_limit)?;
     let (idle, series) = with_samples(&servers, || crate::multi::run(&cfg, rt))?;
-    let n = args.clients as f64;
+    let n = args.idle_clients as f64;
     let per_conn = |rss: u64, b: u64| (rss.saturating_sub(b) as f64 / n).round();
     let by_process: Vec<(String, f64)> = servers
         .iter()
@@ -396,12 +405,13 @@ fn measure(
     let mut sweep: Vec<Step> = Vec::new();
     let run_at = |rate: f64, sweep: &mut Vec<Step>| -> anyhow::Result<bool> {
         let phase = Phase {
+            clients: args.clients,
             rate,
             duration,
             warmup,
             connect_rate: crate::cli::DEFAULT_CONNECT_RATE,
         };
-        let cfg = load_config(args, &stack.urls, dialect, phase, fd_limit)?;
+        let cfg = load_config(&stack.urls, dialect, phase, fd_limit)?;
         let r = crate::multi::run(&cfg, rt)?;
         let s = step_of(rate, &r, args.p99_ms);
         eprintln!(
@@ -498,9 +508,10 @@ pub fn table(c: &Comparison) -> String {
     let col = |f: &Option<SystemFigures>, pick: &Pick<'_>| f.as_ref().map_or("-".to_string(), pick);
     let _ = writeln!(
         s,
-        "\nperf compare{}: {} clients, common rate {} msg/s, P99 bound {} ms, {} s per rate",
+        "\nperf compare{}: {} clients ({} in the storm and idle phase), common rate {} msg/s, P99 bound {} ms, {} s per rate",
         if c.quick { " --quick" } else { "" },
         c.clients,
+        c.idle_clients,
         c.common_rate,
         c.p99_bound_ms,
         c.duration_s
