@@ -4,6 +4,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use serde_json::value::RawValue;
 use wire::client::{self, ClientMessage, DEFAULT_MAX_BODY};
 
+#[global_allocator]
+static A: benches::Counting = benches::Counting;
+
 fn bench_client(c: &mut Criterion) {
     let body = format!(
         r#"{{"text":"{}","attachments":[1,2,3],"reply_to":null}}"#,
@@ -18,6 +21,13 @@ fn bench_client(c: &mut Criterion) {
             black_box(msg.is_ok())
         })
     });
+
+    benches::allocs_per_op(
+        "client_json/parse_send",
+        1000,
+        || (),
+        |()| client::parse_client(&send, DEFAULT_MAX_BODY).is_ok(),
+    );
 
     let Ok(ClientMessage::Send { body, .. }) = client::parse_client(&send, DEFAULT_MAX_BODY) else {
         unreachable!()
@@ -37,6 +47,16 @@ fn bench_client(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    benches::allocs_per_op(
+        "client_json/encode_message (into a reused buffer)",
+        1000,
+        || (),
+        |()| {
+            out.clear();
+            client::encode_message(&mut out, "00000000000004d2", "alice@example.com", &body, 1);
+            out.len()
+        },
+    );
     g.bench_function("parse_send_then_encode_message", |b| {
         b.iter(|| {
             let Ok(ClientMessage::Send { body, .. }) =

@@ -5,6 +5,9 @@ use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use wire::frame::{self, DEFAULT_MAX_FRAME};
 
+#[global_allocator]
+static A: benches::Counting = benches::Counting;
+
 const SESSIONS: [u64; 3] = [0x1111, 0x2222, 0x3333];
 
 fn payload() -> Vec<u8> {
@@ -60,6 +63,22 @@ fn bench_frames(c: &mut Criterion) {
     });
     let mut deliver = BytesMut::new();
     frame::encode_deliver(&mut deliver, 42, "bob@example.com", &SESSIONS, &payload);
+    benches::allocs_per_op(
+        "frame/decode_send_200B",
+        1000,
+        || send.clone(),
+        |mut buf| frame::decode(&mut buf, DEFAULT_MAX_FRAME).map(|f| f.is_some()),
+    );
+    benches::allocs_per_op(
+        "frame/encode_send_200B (into a reused buffer)",
+        1000,
+        || (),
+        |()| {
+            buf.clear();
+            frame::encode_send(&mut buf, 42, "bob@example.com", &payload);
+            buf.len()
+        },
+    );
     g.bench_function("decode_deliver_200B_3sessions", |b| {
         b.iter_batched_ref(
             || deliver.clone(),
@@ -107,6 +126,19 @@ fn bench_frames(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    benches::allocs_per_op(
+        "frame_batch/decode_64_mixed_one_buffer",
+        200,
+        || batch.clone(),
+        |mut buf| {
+            let mut n = 0;
+            while let Ok(Some(f)) = frame::decode(&mut buf, DEFAULT_MAX_FRAME) {
+                black_box(&f);
+                n += 1;
+            }
+            n
+        },
+    );
     g.finish();
 }
 

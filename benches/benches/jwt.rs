@@ -2,6 +2,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
+#[global_allocator]
+static A: benches::Counting = benches::Counting;
+
 const SECRET: &[u8] = b"bench-secret-0123456789abcdef0123";
 const NOW: u64 = 1_700_000_000;
 
@@ -11,6 +14,12 @@ fn bench_jwt(c: &mut Criterion) {
     g.bench_function("verify_hs256", |b| {
         b.iter(|| black_box(auth::verify_hs256(SECRET, black_box(&token), NOW, 30).is_ok()))
     });
+    benches::allocs_per_op(
+        "jwt/verify_hs256",
+        1000,
+        || (),
+        |()| auth::verify_hs256(SECRET, &token, NOW, 30).is_ok(),
+    );
     let forged = auth::dev_token(b"wrong", "alice@example.com", 3600, NOW);
     g.bench_function("verify_hs256_bad_signature", |b| {
         b.iter(|| black_box(auth::verify_hs256(SECRET, black_box(&forged), NOW, 30).is_err()))

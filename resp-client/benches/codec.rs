@@ -9,6 +9,9 @@ use resp_client::codec::encode_command;
 use resp_client::slot::key_slot;
 use resp_client::{Batch, Decoder, Int, Pipeline};
 
+#[global_allocator]
+static A: benches::Counting = benches::Counting;
+
 const VALUE: &[u8] = b"0123456789abcdef0123456789abcdef";
 const MEMBER: &[u8] = b"00000000deadbeef|gw-1|3|10.0.0.7:7100";
 
@@ -46,6 +49,16 @@ fn bench_encode(c: &mut Criterion) {
             black_box(batch.len())
         })
     });
+    benches::allocs_per_op(
+        "encode/set_ex_32B (into a reused buffer)",
+        1000,
+        || (),
+        |()| {
+            buf.clear();
+            encode_command(&mut buf, &[b"SET", b"key:000123", VALUE, b"EX", b"60"]);
+            buf.len()
+        },
+    );
     g.finish();
 }
 
@@ -100,6 +113,12 @@ fn bench_decode(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        benches::allocs_per_op(
+            &format!("decode/{name}"),
+            1000,
+            || wire.clone(),
+            |mut buf| dec.decode(&mut buf).unwrap(),
+        );
     }
     let wire = mixed_replies(128);
     g.throughput(Throughput::Elements(128));
@@ -117,6 +136,18 @@ fn bench_decode(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    benches::allocs_per_op(
+        "decode/mixed_128_one_buffer",
+        200,
+        || wire.clone(),
+        |mut buf| {
+            let mut out = Vec::with_capacity(0);
+            while let Some(r) = dec.decode(&mut buf).unwrap() {
+                out.push(r);
+            }
+            out.len()
+        },
+    );
     g.finish();
 }
 

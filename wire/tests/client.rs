@@ -473,3 +473,35 @@ fn presence_answer_round_trip() {
         serde_json::json!({"type":"presence","id":7,"online":[],"offline":["y"],"unknown":["x"]})
     );
 }
+
+#[test]
+fn body_scan_skips_strings_and_reports_numbers_before_depth() {
+    let nest = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+    let message = |body: &str| {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        match parse_client(&text, MAX) {
+            Ok(m) => panic!("accepted {body}: {m:?}"),
+            Err(e) => e.message,
+        }
+    };
+    // Both faults: the number is reported, wherever it is.
+    let both = format!("[{}, 1e400]", nest(MAX_BODY_DEPTH + 1));
+    assert!(message(&both).contains("double-precision"), "{both}");
+    let both = format!("[1e400, {}]", nest(MAX_BODY_DEPTH + 1));
+    assert!(message(&both).contains("double-precision"), "{both}");
+    assert!(message(&nest(MAX_BODY_DEPTH + 1)).contains("deeper than"));
+    // Brackets, quotes, backslashes and number-like text inside strings count for nothing,
+    // escaped quotes do not end a string, and a string ending in an escaped backslash does.
+    for body in [
+        format!(r#"["\"[[[[1e400", "\\", {}]"#, nest(MAX_BODY_DEPTH - 1)),
+        r#"{"a\\":"\\\"{{{{","b":[-2.5e10,"]]]]"]}"#.to_string(),
+    ] {
+        let text = format!(r#"{{"type":"send","id":"c","to":"bob","body":{body}}}"#);
+        let ClientMessage::Send { body: got, .. } =
+            parse_client(&text, MAX).unwrap_or_else(|e| panic!("refused {body}: {}", e.message))
+        else {
+            panic!("not a send")
+        };
+        let _: Value = serde_json::from_str(got.get()).unwrap();
+    }
+}
