@@ -20,6 +20,7 @@ use registry::SessionEntry;
 use runtime::io::Stream;
 use runtime::net::Listener;
 use runtime::outbox::{Outbox, PushError};
+use runtime::park::Parkable;
 use runtime::rt;
 use serde_json::value::RawValue;
 use wire::client::{self as cj, ClientMessage, ErrorCode};
@@ -51,7 +52,9 @@ pub struct Conn {
     pub session: u64,
     pub user: Box<str>,
     outbox: Outbox,
-    stream: Stream,
+    /// The socket: live on the shard's event loop, or parked (only its descriptor, in the
+    /// shard's epoll set) while the connection is idle.
+    stream: Parkable,
     /// The bytes of an incomplete frame (unallocated between frames).
     rx: RefCell<Vec<u8>>,
     /// WebSocket decoding state: a fragmented message in progress, if any. (`Cell`s rather
@@ -67,9 +70,51 @@ pub struct Conn {
     closing: Cell<bool>,
     /// An `/echo` connection: messages come back as they are; not a session.
     echo: bool,
+    park: Cell<ParkState>,
+}
+
+/// Where a connection stands with parking: the shard's park clock ([`Conn::park_tick`], every
+/// `--park-after-ms`) moves it from `Busy` to `Quiet` to `Wanted`, and any traffic back to
+/// `Busy`; its task parks it once `Wanted` and nothing is in flight ([`try_park`]), and
+/// unparks it on its next wake-up, whatever woke it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParkState {
+    /// Parking is off, or the connection is not one the hand-written driver runs (TLS, echo).
+    Never,
+    Busy,
+    /// No traffic since the last tick.
+    Quiet,
+    /// No traffic for a whole tick: the task is asked to park.
+    Wanted,
+    Parked,
 }
 
 impl Conn {
+    /// One tick of the shard's park clock: a connection with no traffic in either direction
+    /// over a whole tick is asked to park (its task is woken to do it).
+    pub fn park_tick(&self) {
+        match self.park.get() {
+            ParkState::Busy => self.park.set(ParkState::Quiet),
+            ParkState::Quiet => {
+                self.park.set(ParkState::Wanted);
+                self.outbox.wake();
+            }
+            ParkState::Never | ParkState::Wanted | ParkState::Parked => {}
+        }
+    }
+
+    /// Wakes the connection's task (a parked socket became readable: the task unparks it).
+    pub fn wake(&self) {
+        self.outbox.wake();
+    }
+
+    /// Traffic: the park clock starts over.
+    fn active(&self) {
+        if matches!(self.park.get(), ParkState::Quiet | ParkState::Wanted) {
+            self.park.set(ParkState::Busy);
+        }
+    }
+
     /// This session's registry entry.
     pub fn entry(&self, shard: &Shard) -> SessionEntry {
         SessionEntry {
@@ -166,12 +211,15 @@ impl Conn {
         }
         self.outbox
             .replace_and_close(|b| ws::encode_close(b, close::POLICY, "slow consumer"));
-        let stream = self.stream.clone();
-        rt::spawn(async move {
-            rt::sleep(Duration::from_secs(2)).await;
-            stream.shutdown();
-        })
-        .detach();
+        // A parked socket has nothing in flight: its task unparks it for the close frame and
+        // bounds the flush by FLUSH_TIMEOUT itself.
+        if let Some(stream) = self.stream.stream() {
+            rt::spawn(async move {
+                rt::sleep(Duration::from_secs(2)).await;
+                stream.shutdown();
+            })
+            .detach();
+        }
     }
 
     /// Drops the connection now, without a close handshake.
@@ -476,7 +524,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<(Rc<Conn>, B
         session,
         user: entry.user.into_boxed_str(),
         outbox,
-        stream: stream.stream.clone(),
+        stream: Parkable::new(stream.stream.clone()),
         rx: RefCell::new(Vec::new()),
         ws: Cell::new(Decoder::default()),
         held_pong: Cell::new(None),
@@ -486,6 +534,11 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<(Rc<Conn>, B
         closing: Cell::new(false),
         echo,
         bucket: Cell::new(TokenBucket::new(shard.cfg.msg_burst, Instant::now())),
+        park: Cell::new(if echo || stream.is_tls() || shard.park.is_none() {
+            ParkState::Never
+        } else {
+            ParkState::Busy
+        }),
     });
     if echo {
         return Some((conn, early));
@@ -525,6 +578,8 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
         // its larger state does not size plain connections.
         Box::pin(run_tls(&shard, &conn, &stream)).await;
     } else {
+        // The connection's handle is the only one left, so that it can park.
+        drop(stream);
         let mut d = Driver {
             shard: &shard,
             conn: &conn,
@@ -589,6 +644,17 @@ impl Future for Driver<'_> {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let (shard, conn) = (this.shard, this.conn);
+        let stream = match live_stream(shard, conn) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, session = conn.session, "unpark failed");
+                conn.outbox.fail();
+                this.out = BytesMut::new();
+                this.read_done = true;
+                this.write_done = true;
+                return Poll::Ready(());
+            }
+        };
         let was_reading = !this.read_done;
         let mut reads = 0;
         while !this.read_done {
@@ -601,10 +667,7 @@ impl Future for Driver<'_> {
                 break;
             }
             reads += 1;
-            match conn
-                .stream
-                .poll_read_with(cx, &mut |b| on_bytes(shard, conn, b))
-            {
+            match stream.poll_read_with(cx, &mut |b| on_bytes(shard, conn, b)) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => this.read_done = true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => break,
@@ -615,7 +678,7 @@ impl Future for Driver<'_> {
                 conn.outbox.take_into(&mut this.out);
                 if this.out.is_empty() {
                     if conn.outbox.is_closed() {
-                        conn.stream.shutdown();
+                        stream.shutdown();
                         this.write_done = true;
                         return Poll::Ready(());
                     }
@@ -625,8 +688,9 @@ impl Future for Driver<'_> {
                     }
                 }
             }
-            match conn.stream.poll_write(cx, &this.out) {
+            match stream.poll_write(cx, &this.out) {
                 Poll::Ready(Ok(n)) if n > 0 => {
+                    conn.active();
                     this.out.advance(n);
                     if this.out.is_empty() {
                         // Keep the buffer for the next swap only while more is queued, so an
@@ -643,7 +707,7 @@ impl Future for Driver<'_> {
                         tracing::debug!(error = %e, "client write failed");
                     }
                     conn.outbox.fail();
-                    conn.stream.shutdown();
+                    stream.shutdown();
                     this.out = BytesMut::new();
                     this.write_done = true;
                     return Poll::Ready(());
@@ -654,7 +718,70 @@ impl Future for Driver<'_> {
         if was_reading && this.read_done {
             return Poll::Ready(());
         }
+        if conn.park.get() == ParkState::Wanted && !this.read_done && reads < READS_PER_POLL {
+            drop(stream);
+            try_park(shard, conn, &this.out, cx);
+        }
         Poll::Pending
+    }
+}
+
+/// The connection's live stream, unparking it first if it is parked (whatever woke the task:
+/// input, output to send, a close).
+fn live_stream(shard: &Shard, conn: &Conn) -> std::io::Result<Stream> {
+    if conn.park.get() == ParkState::Parked {
+        conn.park.set(ParkState::Busy);
+        shard.m().parked.dec();
+        shard.m().unparks.inc();
+        if let Some(set) = &shard.park {
+            conn.stream.unpark(set)?;
+        }
+    }
+    conn.stream
+        .stream()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "socket lost"))
+}
+
+/// Parks a connection asked to if nothing is in flight: no batch being written, nothing queued,
+/// no partial frame or fragmented message, no held pong, not closing. The task's waker stays in
+/// the outbox's signal (the write side's last poll left it there), so a push, a close, or the
+/// park set reporting the socket readable ([`Conn::wake`]) wakes it, and it unparks.
+fn try_park(shard: &Shard, conn: &Conn, out: &BytesMut, cx: &mut std::task::Context<'_>) {
+    let Some(set) = &shard.park else {
+        return;
+    };
+    let held_pong = conn.held_pong.take();
+    let pong = held_pong.is_some();
+    conn.held_pong.set(held_pong);
+    let dec = conn.ws.take();
+    let in_message = dec.in_message();
+    conn.ws.set(dec);
+    if !out.is_empty()
+        || conn.outbox.queued() > 0
+        || conn.outbox.is_closed()
+        || conn.closing.get()
+        || !conn.rx.borrow().is_empty()
+        || in_message
+        || pong
+    {
+        return;
+    }
+    match conn.stream.park(set, conn.session) {
+        Ok(true) => {
+            conn.park.set(ParkState::Parked);
+            shard.m().parked.inc();
+            shard.m().parks.inc();
+        }
+        // Another handle shares the stream for now: try again after the next quiet tick.
+        Ok(false) => conn.park.set(ParkState::Busy),
+        Err(e) => {
+            tracing::debug!(error = %e, session = conn.session, "park failed");
+            conn.park.set(ParkState::Busy);
+            if conn.stream.stream().is_none() {
+                // The socket is gone: the next poll ends the connection.
+                cx.waker().wake_by_ref();
+            }
+        }
     }
 }
 
@@ -697,6 +824,7 @@ async fn run_tls(shard: &Shard, conn: &Rc<Conn>, stream: &Transport) {
 /// complete frames where they lie and keeps only an incomplete last frame, in `conn.rx`.
 fn on_bytes(shard: &Shard, conn: &Rc<Conn>, data: &mut [u8]) {
     conn.last_rx.set(Instant::now());
+    conn.active();
     if conn.closing.get() {
         return;
     }
