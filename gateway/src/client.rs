@@ -9,7 +9,7 @@
 //! connection's `rx`, which is freed once they are consumed; the outbox frees its buffer once
 //! it is written out.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::task::Poll;
@@ -56,13 +56,13 @@ pub struct Conn {
     /// shard's epoll set) while the connection is idle.
     stream: Parkable,
     /// The bytes of an incomplete frame (unallocated between frames).
-    rx: RefCell<Vec<u8>>,
+    rx: Cell<Vec<u8>>,
     /// WebSocket decoding state: a fragmented message in progress, if any. (`Cell`s rather
-    /// than `RefCell`s here and below: the connection is sized to fit 256 bytes.)
+    /// than `RefCell`s here and below: the connection is sized to fit 224 bytes.)
     ws: Cell<Decoder>,
     /// The pong for the latest ping that found the send queue full (a ping flood); it goes
     /// out with the next read or keep-alive ping, older ones are dropped (RFC 6455 5.5.3).
-    held_pong: Cell<Option<Box<[u8]>>>,
+    held_pong: Cell<Option<Box<HeldPong>>>,
     seq: Cell<u64>,
     bucket: Cell<TokenBucket>,
     pub last_rx: Cell<Instant>,
@@ -71,6 +71,30 @@ pub struct Conn {
     /// An `/echo` connection: messages come back as they are; not a session.
     echo: bool,
     park: Cell<ParkState>,
+}
+
+/// A pong's payload kept for later (a control frame's payload is at most 125 bytes), boxed
+/// behind a thin pointer: 8 bytes less in `Conn` than a `Box<[u8]>`.
+struct HeldPong {
+    len: u8,
+    buf: [u8; 125],
+}
+
+impl HeldPong {
+    fn new(payload: &[u8]) -> Self {
+        // The decoder refuses longer control frames; cut rather than trust it.
+        let len = payload.len().min(125);
+        let mut buf = [0; 125];
+        buf[..len].copy_from_slice(&payload[..len]);
+        HeldPong {
+            len: len as u8,
+            buf,
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
 }
 
 /// Where a connection stands with parking: the shard's park clock ([`Conn::park_tick`], every
@@ -101,6 +125,14 @@ impl Conn {
             }
             ParkState::Never | ParkState::Wanted | ParkState::Parked => {}
         }
+    }
+
+    /// Whether the bytes of an incomplete frame are buffered.
+    fn has_partial_frame(&self) -> bool {
+        let rx = self.rx.take();
+        let partial = !rx.is_empty();
+        self.rx.set(rx);
+        partial
     }
 
     /// Wakes the connection's task (a parked socket became readable: the task unparks it).
@@ -177,9 +209,10 @@ impl Conn {
     }
 
     /// Takes a token from the send rate limit.
-    fn take_token(&self, rate: u32, burst: u32) -> bool {
+    /// `now`: time since the shard started ([`Shard::started`]).
+    fn take_token(&self, now: Duration, rate: u32, burst: u32) -> bool {
         let mut b = self.bucket.get();
-        let ok = b.take(rate, burst, Instant::now());
+        let ok = b.take(rate, burst, now);
         self.bucket.set(b);
         ok
     }
@@ -191,14 +224,14 @@ impl Conn {
         }
         self.held_pong.take();
         if let Err(PushError::Full) = self.outbox.push(|b| ws::encode_frame(b, 0x8A, payload)) {
-            self.held_pong.set(Some(payload.into()));
+            self.held_pong.set(Some(Box::new(HeldPong::new(payload))));
         }
     }
 
     /// Sends the held pong if the queue has room now.
     fn flush_pong(&self) {
         if let Some(p) = self.held_pong.take() {
-            self.send_pong(&p);
+            self.send_pong(p.payload());
         }
     }
 
@@ -525,7 +558,7 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<(Rc<Conn>, B
         user: entry.user.into_boxed_str(),
         outbox,
         stream: Parkable::new(stream.stream.clone()),
-        rx: RefCell::new(Vec::new()),
+        rx: Cell::new(Vec::new()),
         ws: Cell::new(Decoder::default()),
         held_pong: Cell::new(None),
         seq: Cell::new(0),
@@ -533,7 +566,10 @@ async fn handshake(shard: &Rc<Shard>, stream: &Transport) -> Option<(Rc<Conn>, B
         last_rx: Cell::new(Instant::now()),
         closing: Cell::new(false),
         echo,
-        bucket: Cell::new(TokenBucket::new(shard.cfg.msg_burst, Instant::now())),
+        bucket: Cell::new(TokenBucket::new(
+            shard.cfg.msg_burst,
+            shard.started.elapsed(),
+        )),
         park: Cell::new(if echo || stream.is_tls() || shard.park.is_none() {
             ParkState::Never
         } else {
@@ -760,7 +796,7 @@ fn try_park(shard: &Shard, conn: &Conn, out: &BytesMut, cx: &mut std::task::Cont
         || conn.outbox.queued() > 0
         || conn.outbox.is_closed()
         || conn.closing.get()
-        || !conn.rx.borrow().is_empty()
+        || conn.has_partial_frame()
         || in_message
         || pong
     {
@@ -829,27 +865,26 @@ fn on_bytes(shard: &Shard, conn: &Rc<Conn>, data: &mut [u8]) {
         return;
     }
     conn.flush_pong();
-    let mut rx = conn.rx.borrow_mut();
+    // Out of the cell while decoding (only this function uses it), so the message handlers
+    // may use the connection freely.
+    let mut rx = conn.rx.take();
     if rx.is_empty() {
-        drop(rx);
         let Some(used) = decode(shard, conn, data) else {
             return;
         };
         if used < data.len() {
-            conn.rx.borrow_mut().extend_from_slice(&data[used..]);
+            rx.extend_from_slice(&data[used..]);
+            conn.rx.set(rx);
         }
     } else {
-        // The frame started in an earlier read: append and decode from the buffer. Taken out
-        // of the cell meanwhile, so the message handlers may use the connection freely.
+        // The frame started in an earlier read: append and decode from the buffer.
         rx.extend_from_slice(data);
-        let mut buf = std::mem::take(&mut *rx);
-        drop(rx);
-        let Some(used) = decode(shard, conn, &mut buf) else {
+        let Some(used) = decode(shard, conn, &mut rx) else {
             return;
         };
-        if used < buf.len() {
-            buf.drain(..used);
-            *conn.rx.borrow_mut() = buf;
+        if used < rx.len() {
+            rx.drain(..used);
+            conn.rx.set(rx);
         }
     }
 }
@@ -912,7 +947,7 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
     match msg {
         ClientMessage::Presence { id, users } => {
             let (rate, burst) = (shard.cfg.msg_rate, shard.cfg.msg_burst);
-            if !conn.take_token(rate, burst) {
+            if !conn.take_token(shard.started.elapsed(), rate, burst) {
                 shard.m().rate_limited.inc();
                 let msg = format!("over {rate} requests per second; slow down");
                 return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
@@ -944,7 +979,7 @@ fn handle_text(shard: &Shard, conn: &Rc<Conn>, text: &str) {
                 return conn.send_ack(shard, id, AckStatus::Failed, Some(why));
             }
             let (rate, burst) = (shard.cfg.msg_rate, shard.cfg.msg_burst);
-            if !conn.take_token(rate, burst) {
+            if !conn.take_token(shard.started.elapsed(), rate, burst) {
                 shard.m().rate_limited.inc();
                 let msg = format!("over {rate} messages per second; slow down");
                 return conn.send_error(shard, Some(id), ErrorCode::RateLimited, &msg);
@@ -993,12 +1028,14 @@ mod tests {
     }
 
     /// The per-connection layout docs/perf.md accounts for: an `Rc<Conn>` (16 bytes of
-    /// counts + the struct) fits mimalloc's 256-byte size class, and the task's future stays
-    /// small (debug builds lay futures out larger than release ones).
+    /// counts + the struct) fits mimalloc's 224-byte size class (not the 256-byte one, which
+    /// tokio's I/O registrations use: freed when connections park, they would stay resident on
+    /// pages shared with live connections), and the task's future stays small (debug builds
+    /// lay futures out larger than release ones).
     #[test]
     fn per_connection_state_stays_small() {
         let conn = std::mem::size_of::<Conn>();
-        assert!(16 + conn <= 256, "Conn is {conn} bytes");
+        assert!(16 + conn <= 224, "Conn is {conn} bytes");
         let task = future_size(&serve);
         assert!(task <= 256, "connection future is {task} bytes");
     }

@@ -12,7 +12,7 @@
 //! - `ws`: the server frames the gateway sends (decoding is [`wire::ws`], sans-I/O).
 //! - `client`: one client connection: handshake, auth, registration, then one task per
 //!   connection whose hand-written future reads and writes; per idle connection one task, one
-//!   256-byte `Conn` and no buffer; after `--park-after-ms` of silence the task parks the
+//!   224-byte `Rc<Conn>` and no buffer; after `--park-after-ms` of silence the task parks the
 //!   socket ([`runtime::park`]) and holds no event-loop state either (docs/perf.md, "Idle
 //!   memory per connection").
 //! - `shard`: per-shard state: sessions, pending sends awaiting an ack (and which router link

@@ -74,6 +74,8 @@ pub struct Shard {
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM: new sends are refused, clients are asked to reconnect elsewhere.
     pub draining: Cell<bool>,
+    /// The epoch of the connections' rate limits (`limits::TokenBucket`).
+    pub started: Instant,
     /// Idle connections' sockets (`--park-after-ms`); `None` when parking is off.
     pub park: Option<ParkSet>,
 }
@@ -335,6 +337,7 @@ pub async fn run(
     });
     let shard = Rc::new(Shard {
         id,
+        started: Instant::now(),
         park,
         advertise,
         registry,

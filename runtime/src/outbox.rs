@@ -22,7 +22,7 @@ pub struct Outbox {
     signal: Signal,
     closed: Cell<bool>,
     // u32 (4 GiB is far beyond any queue bound): the gateway's per-connection state must fit
-    // one 256-byte allocation, and this outbox is inside it.
+    // one 224-byte allocation, and this outbox is inside it.
     limit: u32,
     keep_capacity: u32,
     class: Class,
