@@ -1028,10 +1028,8 @@ mod tests {
     }
 
     /// The per-connection layout docs/perf.md accounts for: an `Rc<Conn>` (16 bytes of
-    /// counts + the struct) fits mimalloc's 224-byte size class (not the 256-byte one, which
-    /// tokio's I/O registrations use: freed when connections park, they would stay resident on
-    /// pages shared with live connections), and the task's future stays small (debug builds
-    /// lay futures out larger than release ones).
+    /// counts + the struct) fits mimalloc's 224-byte size class, and the task's future stays
+    /// small (debug builds lay futures out larger than release ones).
     #[test]
     fn per_connection_state_stays_small() {
         let conn = std::mem::size_of::<Conn>();
