@@ -478,8 +478,9 @@ async fn unpark_loop(shard: Rc<Shard>) {
     let mut ready = Vec::with_capacity(64);
     loop {
         if let Err(e) = set.wait(&mut ready).await {
+            // Parked connections still wake for output, pings and closes meanwhile.
             tracing::error!(shard = shard.id, error = %e, "waiting on parked sockets failed");
-            sleep(Duration::from_millis(100)).await;
+            sleep(Duration::from_secs(1)).await;
             continue;
         }
         let sessions = shard.sessions.borrow();
