@@ -12,9 +12,12 @@
 //! - `ws`: the server frames the gateway sends (decoding is [`wire::ws`], sans-I/O).
 //! - `client`: one client connection: handshake, auth, registration, then one task per
 //!   connection whose hand-written future reads and writes; per idle connection one task, one
-//!   256-byte `Conn` and no buffer (docs/perf.md, "Idle memory per connection").
+//!   224-byte `Rc<Conn>` and no buffer; after `--park-after-ms` of silence the task parks the
+//!   socket ([`runtime::park`]) and holds no event-loop state either (docs/perf.md, "Idle
+//!   memory per connection").
 //! - `shard`: per-shard state: sessions, pending sends awaiting an ack (and which router link
-//!   each session's sends in flight are on), timers, drain.
+//!   each session's sends in flight are on), timers, the park clock and the parked sockets'
+//!   wake-ups, drain.
 //! - `limits`: the per-connection send rate limit (token bucket).
 //! - `tls`: optional TLS termination on the client port (rustls, sans-I/O).
 //! - `metrics`: per-shard counters and their Prometheus rendering for the admin port.

@@ -61,6 +61,11 @@ pub struct ShardMetrics {
     pub rebuilds: Counter,
     /// Connection attempts shed (capacity, handshake backlog, registry down) with a retry hint.
     pub shed: Counter,
+    /// Connections parked now (socket in the shard's epoll set, no event-loop state).
+    pub parked: Gauge,
+    /// Connections parked, and woken again, since start.
+    pub parks: Counter,
+    pub unparks: Counter,
     /// This shard's Redis client.
     pub redis: ops::metrics::RedisGauges,
 }
@@ -150,6 +155,27 @@ impl Metrics {
             "gauge",
             "Sends waiting for their outcome.",
             &|s| s.pending_sends.get(),
+        );
+        per_shard(
+            out,
+            "connect_gateway_parked_connections",
+            "gauge",
+            "Idle client connections parked (no event-loop state until they have traffic).",
+            &|s| s.parked.get(),
+        );
+        per_shard(
+            out,
+            "connect_gateway_parks_total",
+            "counter",
+            "Client connections parked after --park-after-ms of silence.",
+            &|s| s.parks.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_gateway_unparks_total",
+            "counter",
+            "Parked client connections woken by input, output or a close.",
+            &|s| s.unparks.get() as i64,
         );
         let total = |f: &dyn Fn(&ShardMetrics) -> u64| self.shards.iter().map(f).sum::<u64>();
         header(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use registry::Registry;
 use runtime::deadlines::Deadlines;
 use runtime::net::Listener;
+use runtime::park::ParkSet;
 use runtime::rt::{self, sleep};
 use serde_json::value::RawValue;
 use socket2::Socket;
@@ -73,6 +74,10 @@ pub struct Shard {
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM: new sends are refused, clients are asked to reconnect elsewhere.
     pub draining: Cell<bool>,
+    /// The epoch of the connections' rate limits (`limits::TokenBucket`).
+    pub started: Instant,
+    /// Idle connections' sockets (`--park-after-ms`); `None` when parking is off.
+    pub park: Option<ParkSet>,
 }
 
 impl Shard {
@@ -325,8 +330,15 @@ pub async fn run(
         .enumerate()
         .map(|(i, a): (usize, &SocketAddr)| Rc::new(Uplink::new(i, *a)))
         .collect();
+    let park = cfg.park_after.and_then(|_| {
+        ParkSet::new()
+            .inspect_err(|e| tracing::warn!(shard = id, error = %e, "no epoll set: parking off"))
+            .ok()
+    });
     let shard = Rc::new(Shard {
         id,
+        started: Instant::now(),
+        park,
         advertise,
         registry,
         live,
@@ -351,6 +363,10 @@ pub async fn run(
     rt::spawn(deadline_loop(shard.clone())).detach();
     rt::spawn(crate::upkeep::upkeep_loop(shard.clone())).detach();
     rt::spawn(idle_loop(shard.clone())).detach();
+    if shard.park.is_some() {
+        rt::spawn(park_loop(shard.clone())).detach();
+        rt::spawn(unpark_loop(shard.clone())).detach();
+    }
     // The liveness record goes in before any session: a router judges a session whose
     // gateway has no record as dead.
     if id == 0 {
@@ -433,6 +449,44 @@ async fn idle_loop(shard: Rc<Shard>) {
                 c.abort();
             } else if quiet >= shard.cfg.ping_interval {
                 c.send_ping();
+            }
+        }
+    }
+}
+
+/// The park clock: every `--park-after-ms` each session moves one step towards parking (see
+/// `client::ParkState`), so a connection silent in both directions for 1-2 periods parks.
+async fn park_loop(shard: Rc<Shard>) {
+    let Some(tick) = shard.cfg.park_after else {
+        return;
+    };
+    loop {
+        sleep(tick).await;
+        // Only flags and wake-ups: no task runs inside this borrow.
+        for c in shard.sessions.borrow().values() {
+            c.park_tick();
+        }
+    }
+}
+
+/// Wakes the tasks of parked connections whose sockets became readable (input, end of input,
+/// an error); each unparks itself.
+async fn unpark_loop(shard: Rc<Shard>) {
+    let Some(set) = &shard.park else {
+        return;
+    };
+    let mut ready = Vec::with_capacity(64);
+    loop {
+        if let Err(e) = set.wait(&mut ready).await {
+            // Parked connections still wake for output, pings and closes meanwhile.
+            tracing::error!(shard = shard.id, error = %e, "waiting on parked sockets failed");
+            sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let sessions = shard.sessions.borrow();
+        for session in &ready {
+            if let Some(c) = sessions.get(session) {
+                c.wake();
             }
         }
     }

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -44,6 +44,57 @@ impl Stream {
     pub fn from_tokio(s: tokio::net::TcpStream) -> Self {
         let _ = s.set_nodelay(true);
         Stream(Rc::new(Inner::Epoll(s)))
+    }
+
+    /// Gives up the event loop's state for this socket (glommio's stream and its poll source,
+    /// tokio's registration) and returns the bare descriptor, for [`crate::park`].
+    pub(crate) fn into_fd(self) -> Result<OwnedFd, IntoFdError> {
+        let inner = Rc::try_unwrap(self.0).map_err(|rc| IntoFdError::Shared(Stream(rc)))?;
+        match inner {
+            Inner::Uring(s) => {
+                // glommio's stream has no `into_raw_fd`: keep a duplicate and drop the stream,
+                // which closes the original and cancels its pending poll.
+                let mut s = s.into_inner();
+                // glommio wakes a source's waiter when its cancellation completes: swap the
+                // task's waker for a no-op one first (an empty read: it registers the waker if
+                // the poll is pending and consumes no data otherwise), or the task would be
+                // woken, and unparked, right after parking.
+                let mut noop = Context::from_waker(std::task::Waker::noop());
+                let _ = Pin::new(&mut s).poll_read(&mut noop, &mut []);
+                // SAFETY: duplicating a descriptor we own; the duplicate is owned below.
+                let dup = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    let e = io::Error::last_os_error();
+                    return Err(IntoFdError::Failed(
+                        Some(Stream(Rc::new(Inner::Uring(RefCell::new(s))))),
+                        e,
+                    ));
+                }
+                drop(s);
+                // SAFETY: a fresh descriptor nobody else owns.
+                Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+            }
+            Inner::Epoll(s) => s
+                .into_std()
+                .map(OwnedFd::from)
+                .map_err(|e| IntoFdError::Failed(None, e)),
+        }
+    }
+
+    /// Rebuilds a stream on the calling shard's backend from a descriptor given up by
+    /// [`Stream::into_fd`] (socket options such as `TCP_NODELAY` stay with the socket).
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Stream> {
+        let inner = match crate::rt::current() {
+            // SAFETY: an open TCP socket whose ownership moves into the stream.
+            crate::rt::Backend::Uring => Inner::Uring(RefCell::new(unsafe {
+                glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd())
+            })),
+            crate::rt::Backend::Epoll => {
+                // Non-blocking, as tokio requires: it came from tokio's `into_std`.
+                Inner::Epoll(tokio::net::TcpStream::from_std(fd.into())?)
+            }
+        };
+        Ok(Stream(Rc::new(inner)))
     }
 
     /// Reads what is available (at most [`SCRATCH_SIZE`]) and passes it to `sink`, mutable so
@@ -155,6 +206,14 @@ impl Stream {
             Inner::Epoll(s) => s.peer_addr().ok(),
         }
     }
+}
+
+/// Why [`Stream::into_fd`] kept or lost the stream.
+pub(crate) enum IntoFdError {
+    /// Other handles share the stream: it stays as it is.
+    Shared(Stream),
+    /// The descriptor could not be taken out; the stream, if it survived.
+    Failed(Option<Stream>, io::Error),
 }
 
 struct ReadWith<'a, F> {

@@ -16,6 +16,8 @@
 //!   tasks, or be polled from one hand-written future (`poll_read_with`, `poll_write`: the
 //!   gateway's one task per client); reads go into a per-shard scratch buffer handed out
 //!   mutably, so decoders work in place and an idle connection holds no read buffer.
+//! - [`park`]: parking idle sockets in a per-shard epoll set, so the event loop keeps no state
+//!   for them (glommio's poll source, tokio's registration, the stream object).
 //! - [`outbox`]: a batching write buffer drained by one writer task (many frames per syscall).
 //! - [`signal`]: a one-waiter wake-up flag, cheaper than a channel.
 //! - [`backoff`]: jittered exponential backoff (pure, time passed in).
@@ -33,6 +35,7 @@ pub mod listen;
 pub mod log;
 pub mod net;
 pub mod outbox;
+pub mod park;
 pub mod probe;
 pub mod rt;
 pub mod shards;

@@ -22,12 +22,13 @@ pub struct Outbox {
     signal: Signal,
     closed: Cell<bool>,
     // u32 (4 GiB is far beyond any queue bound): the gateway's per-connection state must fit
-    // one 256-byte allocation, and this outbox is inside it.
+    // one 224-byte allocation, and this outbox is inside it.
     limit: u32,
     keep_capacity: u32,
     class: Class,
-    /// Queued bytes as last added to the totals.
-    counted: Cell<usize>,
+    /// Queued bytes as last added to the totals (u32 like the limit: the queue never holds
+    /// more than the limit and one frame; saturating, it only feeds a gauge).
+    counted: Cell<u32>,
 }
 
 /// What an outbox carries, for the process-wide totals.
@@ -139,6 +140,7 @@ impl Outbox {
 
     /// Brings the totals up to date with `len` bytes queued now.
     fn account(&self, len: usize) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
         let before = self.counted.replace(len);
         if before != len {
             tally::bytes(self.class as usize, len as i64 - before as i64);

@@ -3,7 +3,7 @@
 //! A writer task sleeps on it; anyone who appends to its buffer raises it. Raising an already
 //! raised flag is free, which is what coalesces many frames into one write.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -12,14 +12,16 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Signal {
     raised: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    /// A `Cell` (taken and put back) rather than a `RefCell`: 8 bytes less in every
+    /// connection's outbox.
+    waker: Cell<Option<Waker>>,
 }
 
 impl Signal {
     /// Raises the flag and wakes the waiter, if any.
     pub fn raise(&self) {
         if !self.raised.replace(true) {
-            if let Some(w) = self.waker.borrow_mut().take() {
+            if let Some(w) = self.waker.take() {
                 w.wake();
             }
         }
@@ -40,11 +42,11 @@ impl Future for Wait<'_> {
         if self.0.raised.replace(false) {
             return Poll::Ready(());
         }
-        let mut w = self.0.waker.borrow_mut();
-        match w.as_ref() {
-            Some(old) if old.will_wake(cx.waker()) => {}
-            _ => *w = Some(cx.waker().clone()),
-        }
+        let w = match self.0.waker.take() {
+            Some(old) if old.will_wake(cx.waker()) => old,
+            _ => cx.waker().clone(),
+        };
+        self.0.waker.set(Some(w));
         Poll::Pending
     }
 }
