@@ -51,6 +51,11 @@ pub struct CompareArgs {
     /// allocator granularity alone moved Connect's figure by 2x between runs.
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
+    /// Seconds the storm's clients stay idle. Long enough for Connect's gateways to park them
+    /// (`--park-after-ms`, 5 s, takes one to two periods), since production connections are
+    /// idle for minutes; the figure is the settled second half of the plateau.
+    #[arg(long, default_value_t = 15.0)]
+    pub idle_seconds: f64,
     /// The rate both systems are measured at (msg/s), and the sweep's first.
     #[arg(long, default_value_t = 1_000.0)]
     pub common_rate: f64,
@@ -375,7 +380,7 @@ fn measure(
     let idle_phase = Phase {
         clients: args.idle_clients,
         rate: 1.0,
-        duration: 3.0,
+        duration: args.idle_seconds,
         warmup: 0.0,
         connect_rate: 0.0,
     };

@@ -48,21 +48,25 @@ pub fn rss_bytes(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// The RSS of a process while it held the most connections: the median RSS over the samples
-/// whose open-file count is within 1% (at least 2) of the series' highest. This is the idle
-/// plateau of a storm-then-idle run; the peak RSS would also count the connect ramp's and the
-/// teardown's transient allocations (thousands of close frames and deregistrations at once),
-/// which are not memory *per idle connection*. `None` for an empty series.
+/// The RSS of a process while it held the most connections, settled: the median RSS over the
+/// later half of the samples whose open-file count is within 1% (at least 2) of the series'
+/// highest (samples in time order). This is the idle plateau of a storm-then-idle run; the
+/// peak RSS would also count the connect ramp's and the teardown's transient allocations
+/// (thousands of close frames and deregistrations at once), which are not memory *per idle
+/// connection*, and the plateau's first half still holds what the servers free once
+/// connections have been idle for a while (Connect's gateways park idle sockets after
+/// `--park-after-ms`). `None` for an empty series.
 pub fn plateau_rss(samples: &[ProcSample]) -> Option<u64> {
     let top = samples.iter().map(|s| s.open_files).max()?;
     let floor = top.saturating_sub((top / 100).max(2));
-    let mut rss: Vec<u64> = samples
+    let plateau: Vec<u64> = samples
         .iter()
         .filter(|s| s.open_files >= floor)
         .map(|s| s.rss_bytes)
         .collect();
-    rss.sort_unstable();
-    rss.get(rss.len() / 2).copied()
+    let mut settled = plateau[plateau.len() / 2..].to_vec();
+    settled.sort_unstable();
+    settled.get(settled.len() / 2).copied()
 }
 
 #[cfg(test)]
@@ -79,21 +83,24 @@ mod tests {
 
     #[test]
     fn plateau_ignores_ramp_and_teardown() {
-        // Ramp (fds rising), plateau at ~1,000 fds, teardown spike with fds falling.
+        // Ramp (fds rising), plateau at ~1,000 fds settling from 520-530 to ~500, teardown
+        // spike with fds falling.
         let series = [
             s(100, 10),
             s(300, 500),
-            s(520, 1_000),
-            s(500, 998),
-            s(510, 1_000),
-            s(505, 999),
+            s(530, 1_000),
+            s(520, 998),
+            s(505, 1_000),
+            s(500, 999),
+            s(499, 1_000),
+            s(502, 1_000),
             s(900, 400),
             s(950, 12),
         ];
-        assert_eq!(plateau_rss(&series), Some(510));
+        assert_eq!(plateau_rss(&series), Some(500));
         assert_eq!(plateau_rss(&[]), None);
         // Below 200 fds the tolerance is 2 files, not 1%.
-        assert_eq!(plateau_rss(&[s(7, 50), s(9, 48), s(100, 47)]), Some(9));
+        assert_eq!(plateau_rss(&[s(7, 50), s(9, 48), s(8, 48), s(100, 47)]), Some(9));
     }
 
     #[test]
