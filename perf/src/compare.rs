@@ -52,9 +52,10 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
     /// Seconds the storm's clients stay idle. Long enough for Connect's gateways to park them
-    /// (`--park-after-ms`, 5 s, takes one to two periods), since production connections are
-    /// idle for minutes; the figure is the settled second half of the plateau.
-    #[arg(long, default_value_t = 15.0)]
+    /// all before the plateau's second half, from which the figure is taken (`--park-after-ms`,
+    /// 5 s, parks a connection within one to two periods), since production connections are
+    /// idle for minutes.
+    #[arg(long, default_value_t = 20.0)]
     pub idle_seconds: f64,
     /// The rate both systems are measured at (msg/s), and the sweep's first.
     #[arg(long, default_value_t = 1_000.0)]
