@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(plateau_rss(&series), Some(500));
         assert_eq!(plateau_rss(&[]), None);
         // Below 200 fds the tolerance is 2 files, not 1%.
-        assert_eq!(plateau_rss(&[s(7, 50), s(9, 48), s(8, 48), s(100, 47)]), Some(9));
+        assert_eq!(
+            plateau_rss(&[s(7, 50), s(9, 48), s(8, 48), s(100, 47)]),
+            Some(9)
+        );
     }
 
     #[test]
