@@ -92,8 +92,8 @@ fn messages_and_drain(epoll: bool) {
     assert!(st.success(), "{st:?}");
 }
 
-/// A parked client is pinged and its pongs are read (it outlives the idle timeout while it
-/// answers); once it stops answering, the idle timeout closes it, parked.
+/// A parked client is pinged and its pongs are read, without unparking it (it outlives the
+/// idle timeout while it answers); once it stops answering, the idle timeout closes it, parked.
 fn pings_and_idle_timeout(epoll: bool) {
     let mut flags = vec![
         "--park-after-ms",
@@ -125,10 +125,18 @@ fn pings_and_idle_timeout(epoll: bool) {
     }
     assert!(pings >= 3, "{pings} pings in 5 s");
     let m = metrics(gw);
+    // The pings went straight to the parked socket and the pongs were read there: the
+    // connection stayed parked (at most a pong split across reads would unpark it).
     assert!(
-        metric(&m, "connect_gateway_unparks_total{") >= 3.0,
-        "pings and pongs should have woken the parked connection: {m}"
+        metric(&m, "connect_gateway_parked_pings_total{") >= 3.0
+            && metric(&m, "connect_gateway_parked_pongs_total{") >= 3.0,
+        "pings and pongs should not need an unpark: {m}"
     );
+    assert!(
+        metric(&m, "connect_gateway_unparks_total{") < pings as f64,
+        "an unpark per ping: {m}"
+    );
+    assert_eq!(parked(gw), 1.0, "{m}");
     assert_eq!(
         metric(&m, "connect_gateway_drops_total{reason=\"idle\"}"),
         0.0

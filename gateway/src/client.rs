@@ -199,13 +199,59 @@ impl Conn {
     }
 
     /// Queues a ping (keeps NAT mappings alive and detects dead phones).
-    pub fn send_ping(&self) {
+    pub fn send_ping(&self, shard: &Shard) {
         if !self.closing.get() {
             // A pong held back while the queue was full (ping flood) goes out now, so a
             // client that flooded and then fell silent still gets its last pong.
             self.flush_pong();
+            // Only with nothing queued: the ping must not overtake a queued frame's bytes, nor
+            // a queued frame the rest of a half-written ping.
+            if self.park.get() == ParkState::Parked
+                && self.outbox.queued() == 0
+                && self.ping_parked(shard)
+            {
+                return;
+            }
             let _ = self.outbox.push(|b| ws::encode_frame(b, 0x89, b""));
         }
+    }
+
+    /// Writes the keep-alive ping straight to a parked socket, so a round of pings does not
+    /// unpark (and later re-park) every idle connection; its pong is read by
+    /// [`Conn::pong_while_parked`]. False if the socket would not take it: the caller queues
+    /// it the usual way (which unparks, and finds any error).
+    fn ping_parked(&self, shard: &Shard) -> bool {
+        const PING: [u8; 2] = [0x89, 0x00];
+        match self.stream.send_parked(&PING) {
+            Ok(2) => {}
+            // Half a frame went out: the rest follows through the outbox (which unparks).
+            Ok(1) => {
+                let _ = self.outbox.push(|b| b.extend_from_slice(&PING[1..]));
+            }
+            _ => return false,
+        }
+        shard.m().parked_pings.inc();
+        true
+    }
+
+    /// A parked socket became readable: if all it holds is an empty pong (the answer to a
+    /// ping written while parked), reads it as any input is read (the idle clock restarts)
+    /// and stays parked. False for anything else: the caller wakes the task, which unparks.
+    pub fn pong_while_parked(&self, shard: &Shard) -> bool {
+        if self.park.get() != ParkState::Parked {
+            return false;
+        }
+        let mut buf = [0u8; 8];
+        match self.stream.peek_parked(&mut buf) {
+            Ok(6) if wire::ws::is_empty_pong(&buf[..6]) => {}
+            _ => return false,
+        }
+        if !matches!(self.stream.discard_parked(6), Ok(6)) {
+            return false;
+        }
+        self.last_rx.set(Instant::now());
+        shard.m().parked_pongs.inc();
+        true
     }
 
     /// Takes a token from the send rate limit.

@@ -66,6 +66,9 @@ pub struct ShardMetrics {
     /// Connections parked, and woken again, since start.
     pub parks: Counter,
     pub unparks: Counter,
+    /// Keep-alive pings written to parked sockets, and their pongs read, without unparking.
+    pub parked_pings: Counter,
+    pub parked_pongs: Counter,
     /// This shard's Redis client.
     pub redis: ops::metrics::RedisGauges,
 }
@@ -176,6 +179,20 @@ impl Metrics {
             "counter",
             "Parked client connections woken by input, output or a close.",
             &|s| s.unparks.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_gateway_parked_pings_total",
+            "counter",
+            "Keep-alive pings written straight to parked sockets (no unpark).",
+            &|s| s.parked_pings.get() as i64,
+        );
+        per_shard(
+            out,
+            "connect_gateway_parked_pongs_total",
+            "counter",
+            "Pongs read from parked sockets without unparking them.",
+            &|s| s.parked_pongs.get() as i64,
         );
         let total = |f: &dyn Fn(&ShardMetrics) -> u64| self.shards.iter().map(f).sum::<u64>();
         header(

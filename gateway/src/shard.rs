@@ -448,7 +448,7 @@ async fn idle_loop(shard: Rc<Shard>) {
                 shard.m().drop(crate::metrics::DropReason::Idle);
                 c.abort();
             } else if quiet >= shard.cfg.ping_interval {
-                c.send_ping();
+                c.send_ping(&shard);
             }
         }
     }
@@ -486,7 +486,9 @@ async fn unpark_loop(shard: Rc<Shard>) {
         let sessions = shard.sessions.borrow();
         for session in &ready {
             if let Some(c) = sessions.get(session) {
-                c.wake();
+                if !c.pong_while_parked(&shard) {
+                    c.wake();
+                }
             }
         }
     }

@@ -269,6 +269,62 @@ impl Parkable {
         Ok(true)
     }
 
+    /// The parked descriptor; an error when live.
+    fn parked_fd(&self) -> io::Result<RawFd> {
+        let fd = self.parked.get();
+        if fd < 0 {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not parked"));
+        }
+        Ok(fd)
+    }
+
+    /// Writes `data` straight to the parked socket, which stays parked: the bytes written,
+    /// possibly fewer than `data` (0 when its send buffer is full).
+    pub fn send_parked(&self, data: &[u8]) -> io::Result<usize> {
+        let fd = self.parked_fd()?;
+        // SAFETY: a descriptor we own; `data` is valid for its length.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match cvt(n as libc::c_int) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the parked socket's pending input into `buf` without consuming it (0: none, or
+    /// the peer closed: the caller cannot tell, and unparks to find out).
+    pub fn peek_parked(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.parked_fd()?;
+        // SAFETY: a descriptor we own; `buf` is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        cvt(n as libc::c_int).map(|n| n as usize)
+    }
+
+    /// Consumes up to `n` (at most 64) pending input bytes of the parked socket, as
+    /// [`Parkable::peek_parked`] showed them; returns how many.
+    pub fn discard_parked(&self, n: usize) -> io::Result<usize> {
+        let fd = self.parked_fd()?;
+        let mut buf = [0u8; 64];
+        let n = n.min(buf.len());
+        // SAFETY: a descriptor we own; `buf` has room for `n` bytes.
+        let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, libc::MSG_DONTWAIT) };
+        cvt(got as libc::c_int).map(|n| n as usize)
+    }
+
     /// Takes the socket out of `set` and rebuilds its stream on the shard's backend; a no-op
     /// when not parked. On an error the socket is closed and lost.
     pub fn unpark(&self, set: &ParkSet) -> io::Result<()> {
@@ -422,6 +478,33 @@ mod tests {
         assert_eq!(ready, [8]);
         p.unpark(&set).unwrap();
         assert_eq!(read_some(&p.stream().unwrap()).await, b"early");
+
+        // While parked: written to, and its input peeked and partly consumed, all without
+        // unparking (keep-alive pings and their pongs); a live socket refuses these.
+        assert!(p.send_parked(b"x").is_err() && p.peek_parked(&mut [0u8; 4]).is_err());
+        assert!(p.park(&set, 11).unwrap());
+        assert_eq!(p.send_parked(b"ping").unwrap(), 4);
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        peer.write_all(b"pong!").unwrap();
+        rt::timeout(Duration::from_secs(5), set.wait(&mut ready))
+            .await
+            .expect("no wake-up for the pong")
+            .unwrap();
+        assert_eq!(ready, [11]);
+        let mut peeked = [0u8; 8];
+        assert_eq!(p.peek_parked(&mut peeked).unwrap(), 5);
+        assert_eq!(
+            p.peek_parked(&mut peeked).unwrap(),
+            5,
+            "a peek consumes nothing"
+        );
+        assert_eq!(&peeked[..5], b"pong!");
+        assert_eq!(p.discard_parked(4).unwrap(), 4);
+        assert!(p.is_parked());
+        p.unpark(&set).unwrap();
+        assert_eq!(read_some(&p.stream().unwrap()).await, b"!");
 
         // The peer's FIN wakes a parked socket; the read then sees the end.
         assert!(p.park(&set, 9).unwrap());

@@ -153,6 +153,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, WsError> {
     }))
 }
 
+/// Whether `buf` is exactly one client pong frame with no payload: the answer to the
+/// gateway's keep-alive ping, which it can consume without waking the connection.
+pub fn is_empty_pong(buf: &[u8]) -> bool {
+    matches!(
+        parse_head(buf),
+        Ok(Some(Head { fin: true, opcode: 10, payload_len: 0, header_len, .. })) if header_len == buf.len()
+    )
+}
+
 /// XORs `buf` with the masking key, eight bytes at a time.
 pub fn unmask(buf: &mut [u8], mask: [u8; 4]) {
     let m = u64::from_ne_bytes([
@@ -358,6 +367,24 @@ pub fn encode_close(buf: &mut bytes::BytesMut, code: u16, reason: &str) {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+
+    #[test]
+    fn empty_pong_recognised_exactly() {
+        let m = [1, 2, 3, 4];
+        let pong = [0x8a, 0x80, m[0], m[1], m[2], m[3]];
+        assert!(is_empty_pong(&pong));
+        assert!(!is_empty_pong(&pong[..5]), "truncated");
+        assert!(!is_empty_pong(&[0x8a, 0x00]), "unmasked");
+        assert!(!is_empty_pong(&[0x89, 0x80, 1, 2, 3, 4]), "a ping");
+        assert!(
+            !is_empty_pong(&[0x8a, 0x81, 1, 2, 3, 4, 9]),
+            "with a payload"
+        );
+        let mut two = pong.to_vec();
+        two.extend_from_slice(&pong);
+        assert!(!is_empty_pong(&two), "followed by more");
+        assert!(!is_empty_pong(&[0x0a, 0x80, 1, 2, 3, 4]), "without FIN");
+    }
 
     /// A masked client frame.
     fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
