@@ -55,6 +55,11 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// [`cvt`] for the byte counts `send`/`recv` return.
+fn cvt_len(r: libc::ssize_t) -> io::Result<usize> {
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
 impl ParkSet {
     /// A new, empty set.
     pub fn new() -> io::Result<ParkSet> {
@@ -291,10 +296,9 @@ impl Parkable {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        match cvt(n as libc::c_int) {
-            Ok(n) => Ok(n as usize),
+        match cvt_len(n) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
+            r => r,
         }
     }
 
@@ -311,7 +315,7 @@ impl Parkable {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        cvt(n as libc::c_int).map(|n| n as usize)
+        cvt_len(n)
     }
 
     /// Consumes up to `n` (at most 64) pending input bytes of the parked socket, as
@@ -322,7 +326,7 @@ impl Parkable {
         let n = n.min(buf.len());
         // SAFETY: a descriptor we own; `buf` has room for `n` bytes.
         let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, libc::MSG_DONTWAIT) };
-        cvt(got as libc::c_int).map(|n| n as usize)
+        cvt_len(got)
     }
 
     /// Takes the socket out of `set` and rebuilds its stream on the shard's backend; a no-op

@@ -22,11 +22,16 @@ const IO_MEMORY: usize = 64 * 1024;
 const RING_DEPTH: usize = 4096;
 
 fn ring_depth() -> usize {
-    std::env::var("CONNECT_URING_DEPTH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&d: &usize| d > 0)
-        .unwrap_or(RING_DEPTH)
+    let Ok(v) = std::env::var("CONNECT_URING_DEPTH") else {
+        return RING_DEPTH;
+    };
+    match v.parse::<usize>() {
+        Ok(d) if d > 0 => d,
+        _ => {
+            tracing::warn!(value = %v, "CONNECT_URING_DEPTH is not a positive integer; using {RING_DEPTH}");
+            RING_DEPTH
+        }
+    }
 }
 
 /// CPUs in this process's affinity mask (containers often allow fewer than the host has).
